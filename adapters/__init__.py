@@ -1,0 +1,1 @@
+"""Everything that touches the outside world: Consul, files, hooks, HTTP, metrics."""

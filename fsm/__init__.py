@@ -1,0 +1,1 @@
+"""The leader-election state machine: pure, no I/O."""

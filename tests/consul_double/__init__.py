@@ -1,0 +1,1 @@
+"""A Consul agent and server stand-in, served over real HTTP on loopback."""
