@@ -21,5 +21,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check fsm adapters tests scripts
 	$(VENV)/bin/mypy
 
+diagrams: $(VENV)/.installed
+	$(PY) -m scripts.draw_diagrams
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
