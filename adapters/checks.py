@@ -1,0 +1,154 @@
+"""TTL health checks that make a stale sidecar look unhealthy, and let Consul expire it at TTL.
+
+Two kinds, both TTL checks with the session's TTL, passed only by the session keeper right
+after a renew Consul confirmed within the lease:
+
+* the **lease check**, on a small service the sidecar registers for itself. The session is
+  bound to it (ServiceChecks), so a crashed or paused sidecar loses its session when the check
+  expires, at TTL, not at Consul's 2 x TTL session timer. It lives on our own service because
+  Nomad re-registers its services with replace-existing-checks, which would deregister a
+  check of ours on them and so invalidate the session (consul-semantics §1.5, §7).
+* a **role check** on each target service, so `health/service/<name>?tag=<primary>&passing`
+  drops an instance whose sidecar can no longer confirm its role (paused, wedged, cut off),
+  even while its primary label is still there. If Nomad removes it, the next pass sees 404
+  and registers it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from adapters.config import Config
+from adapters.consul import ConsulClient, ConsulError
+
+log = logging.getLogger("consul_leader.checks")
+
+LEASE_SERVICE_NAME = "consul-leader"
+
+
+class HealthChecks:
+    def __init__(
+        self,
+        config: Config,
+        client: ConsulClient,
+        instance: str,
+        targets: Callable[[], Sequence[str]],
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._targets = targets
+        self._enabled = config.health_check
+        self.lease_service_id = f"consul-leader-{instance}"
+        self._lease_check_id = f"consul-leader:lease:{instance}"
+        self._lock = threading.Lock()
+        self._registered: set[str] = set()
+
+    @property
+    def lease_check_id(self) -> str | None:
+        return self._lease_check_id if self._enabled else None
+
+    @staticmethod
+    def role_check_id(target: str) -> str:
+        return f"consul-leader:role:{target}"
+
+    def forget(self, target: str) -> None:
+        """The target was registered anew (perhaps without our check): register it again."""
+        with self._lock:
+            self._registered.discard(self.role_check_id(target))
+
+    def ensure_registered(self) -> None:
+        if not self._enabled:
+            return
+        if not self._is_registered(self._lease_check_id):
+            self._register_lease_service()
+        for target in self._targets():
+            check_id = self.role_check_id(target)
+            if not self._is_registered(check_id):
+                self._register_role_check(target, check_id)
+
+    def pass_all(self, note: str) -> None:
+        """Pass every check; one that Consul lost is registered again, passing."""
+        if not self._enabled:
+            return
+        self.ensure_registered()
+        for check_id in self._check_ids():
+            reply = self._client.call(
+                "PUT",
+                f"/v1/agent/check/pass/{check_id}",
+                params={"note": note},
+                timeout=self._timeout(),
+                allow=(404,),
+            )
+            if reply.status == 404:
+                with self._lock:
+                    self._registered.discard(check_id)
+                self.ensure_registered()
+
+    def deregister_all(self, timeout: float) -> None:
+        """Clean shutdown: take our checks and our own service away (best effort)."""
+        if not self._enabled:
+            return
+        for target in self._targets():
+            self._try("PUT", f"/v1/agent/check/deregister/{self.role_check_id(target)}", timeout)
+        self._try("PUT", f"/v1/agent/service/deregister/{self.lease_service_id}", timeout)
+        with self._lock:
+            self._registered.clear()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_ids(self) -> list[str]:
+        return [self._lease_check_id, *(self.role_check_id(t) for t in self._targets())]
+
+    def _is_registered(self, check_id: str) -> bool:
+        with self._lock:
+            return check_id in self._registered
+
+    def _mark(self, check_id: str) -> None:
+        with self._lock:
+            self._registered.add(check_id)
+
+    def _register_lease_service(self) -> None:
+        body = {
+            "ID": self.lease_service_id,
+            "Name": LEASE_SERVICE_NAME,
+            "Tags": [self._config.service_name],
+            "Meta": {"lock_key": self._config.kv_path[:512]},
+            "Check": {
+                "CheckID": self._lease_check_id,
+                "Name": "consul-leader lease",
+                "Notes": "Passed after each confirmed session renew; the session is bound to it.",
+                "TTL": self._config.ttl_text,
+                "Status": "passing",
+            },
+        }
+        self._client.call(
+            "PUT", "/v1/agent/service/register", json_body=body, timeout=self._timeout()
+        )
+        self._mark(self._lease_check_id)
+
+    def _register_role_check(self, target: str, check_id: str) -> None:
+        body = {
+            "ID": check_id,
+            "Name": "consul-leader role confirmed",
+            "ServiceID": target,
+            "Notes": "Critical when the consul-leader sidecar cannot confirm this instance's role.",
+            "TTL": self._config.ttl_text,
+            "Status": "passing",
+        }
+        reply = self._client.call(
+            "PUT", "/v1/agent/check/register", json_body=body, timeout=self._timeout(),
+            allow=(404,),
+        )
+        if reply.status == 200:
+            self._mark(check_id)
+
+    def _try(self, method: str, path: str, timeout: float) -> None:
+        try:
+            self._client.call(method, path, timeout=timeout, allow=(404,))
+        except ConsulError as exc:
+            log.warning("cleanup request failed", extra={"error": str(exc)})
+
+    def _timeout(self) -> float:
+        return max(0.5, min(5.0, self._config.renew_interval))

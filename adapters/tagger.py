@@ -1,0 +1,284 @@
+"""Service tagger: keeps the role's labels and Meta.session on the target services.
+
+The controller says which role to publish (`request`); one applier thread makes Consul's agent
+view match it, and one watcher thread per target blocks on the service's content hash
+(consul-semantics §3, hash blocking) so that when someone else re-registers the service
+(Nomad's sync, an operator) the labels are put back within a round trip.
+
+Tags are changed by re-registering the complete definition through the agent API (§4.3, §7):
+registration decoding is strict and replaces the definition wholesale, so the body is built
+from exactly the fields a registration accepts. Checks are kept (no replace-existing-checks).
+
+Safety: the primary label is only ever written while the session keeper says our lease holds.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from adapters.config import Config
+from adapters.consul import ConsulClient, ConsulDenied, ConsulError
+
+log = logging.getLogger("consul_leader.tagger")
+
+# Fields of /v1/agent/services output that a registration body accepts under another name
+# or as is (§4.1 vs §4.3). Everything else (ContentHash, Datacenter, indexes) is refused.
+_COPIED_FIELDS = ("ID", "Tags", "Address", "Port", "Meta", "EnableTagOverride", "Weights",
+                  "Kind", "Proxy", "Connect", "SocketPath", "Namespace", "Partition", "Locality")
+# The agent adds these itself when Address is an IP (§4.1); sending them back would make them
+# explicit, which Nomad's sync would count as a difference.
+_AUTO_TAGGED_ADDRESSES = ("lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6", "lan", "wan")
+SESSION_META_KEY = "session"
+DISCOVERY_INTERVAL = 5.0
+
+
+class Role(enum.Enum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+def labelled(tags: Sequence[str], role: Role, primary: str, replica: str | None) -> list[str]:
+    """The tags with our labels set for `role`; other tags keep their order.
+
+    Consul's ?tag= filter is case-insensitive (§5), so our labels are removed in any case.
+    """
+    ours = {primary.lower()} | ({replica.lower()} if replica else set())
+    kept = [tag for tag in tags if tag.lower() not in ours]
+    wanted = primary if role is Role.PRIMARY else replica
+    return [*kept, wanted] if wanted else kept
+
+
+def registration_body(service: Mapping[str, Any], tags: list[str],
+                      meta: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {"Name": service.get("Service")}
+    for name in _COPIED_FIELDS:
+        value = service.get(name)
+        if value not in (None, "", {}, []) or name in ("Tags", "Port"):
+            body[name] = value
+    tagged = {
+        name: value
+        for name, value in (service.get("TaggedAddresses") or {}).items()
+        if not (name in _AUTO_TAGGED_ADDRESSES and value.get("Address") == service.get("Address"))
+    }
+    if tagged:
+        body["TaggedAddresses"] = tagged
+    body["Tags"] = tags
+    body["Meta"] = meta
+    return body
+
+
+class ServiceTagger:
+    def __init__(
+        self,
+        config: Config,
+        client: ConsulClient,
+        *,
+        lease_valid: Callable[[], bool],
+        on_write: Callable[[str], None] = lambda result: None,
+        on_target_registered: Callable[[str], None] = lambda target: None,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._lease_valid = lease_valid
+        self._on_write = on_write
+        self._on_target_registered = on_target_registered
+        self._cond = threading.Condition()
+        self._role = Role.REPLICA
+        self._session: str | None = None
+        self._requested = 1  # the initial REPLICA role must be applied too: clears stale labels
+        self._applied = 0
+        self._dirty = True
+        self._targets: list[str] = list(config.service_ids)
+        self._watched: set[str] = set()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # -- what the controller asks ---------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._config.service_ids or self._config.alloc_id)
+
+    def targets(self) -> list[str]:
+        with self._cond:
+            return list(self._targets)
+
+    def request(self, role: Role, session: str | None) -> int:
+        with self._cond:
+            if (role, session) != (self._role, self._session):
+                self._role, self._session = role, session
+                self._requested += 1
+            self._dirty = True
+            self._cond.notify_all()
+            return self._requested
+
+    def confirmed(self, role: Role) -> bool:
+        """True when `role` is the latest request and Consul's view shows it on every target."""
+        with self._cond:
+            return self._role is role and self._applied >= self._requested
+
+    def wait_confirmed(self, role: Role, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._role is role and self._applied >= self._requested):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopping:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def start(self) -> None:
+        self._spawn(self._apply_loop, "tagger")
+        if self._config.alloc_id and not self._config.service_ids:
+            self._spawn(self._discovery_loop, "tagger-discovery")
+        else:
+            for target in self.targets():
+                self._watch(target)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    # -- applier --------------------------------------------------------------------------
+
+    def _apply_loop(self) -> None:
+        attempt = 0
+        while True:
+            with self._cond:
+                while not self._dirty and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                self._dirty = False
+                role, session, generation = self._role, self._session, self._requested
+            try:
+                done = self._reconcile_all(role, session)
+                attempt = 0
+            except ConsulError as exc:
+                attempt += 1
+                done = False
+                self._on_write("denied" if isinstance(exc, ConsulDenied) else "error")
+                log.warning("tag update failed, retrying", extra={"error": str(exc)})
+            with self._cond:
+                if done and generation == self._requested:
+                    self._applied = generation
+                    self._cond.notify_all()
+                elif not done:
+                    self._dirty = True
+                    self._cond.wait(min(2.0, 0.1 * 2**attempt))
+
+    def _reconcile_all(self, role: Role, session: str | None) -> bool:
+        if role is Role.PRIMARY and not self._lease_valid():
+            return False  # never advertise primary on a lease we cannot vouch for
+        if self._config.alloc_id and not self._config.service_ids and not self.targets():
+            return False  # Nomad has not registered the task's services yet: wait for them
+        return all(self._reconcile(target, role, session) for target in self.targets())
+
+    def _reconcile(self, target: str, role: Role, session: str | None) -> bool:
+        reply = self._client.call("GET", f"/v1/agent/service/{target}", timeout=5.0,
+                                  allow=(404,))
+        if reply.status == 404:
+            return True  # nothing registered, so nothing advertises anything
+        service = reply.json()
+        tags = labelled(service.get("Tags") or [], role, self._config.primary_label,
+                        self._config.replica_label)
+        meta = dict(service.get("Meta") or {})
+        if session:
+            meta[SESSION_META_KEY] = session
+        else:
+            meta.pop(SESSION_META_KEY, None)
+        if tags == (service.get("Tags") or []) and meta == (service.get("Meta") or {}):
+            return True
+        if role is Role.PRIMARY and not self._lease_valid():
+            return False
+        body = registration_body(service, tags, meta)
+        self._client.call("PUT", "/v1/agent/service/register", json_body=body, timeout=5.0)
+        self._on_write("ok")
+        log.info("labels written", extra={"service_id": target, "role": role.value,
+                                          "tags": ",".join(tags)})
+        return True
+
+    def _mark_dirty(self) -> None:
+        with self._cond:
+            self._dirty = True
+            self._cond.notify_all()
+
+    # -- watchers -------------------------------------------------------------------------
+
+    def _watch(self, target: str) -> None:
+        with self._cond:
+            if target in self._watched:
+                return
+            self._watched.add(target)
+        self._spawn(lambda: self._watch_loop(target), f"tagger-watch-{target[:40]}")
+
+    def _watch_loop(self, target: str) -> None:
+        content_hash: str | None = None
+        failures = 0
+        wait = f"{int(self._config.watch_wait)}s"
+        while not self._is_stopping():
+            params = {"hash": content_hash, "wait": wait} if content_hash else None
+            try:
+                reply = self._client.call("GET", f"/v1/agent/service/{target}", params=params,
+                                          timeout=self._config.watch_wait * 1.1 + 5,
+                                          allow=(404,))
+                failures = 0
+            except ConsulError as exc:
+                failures += 1
+                log.debug("service watch failed", extra={"service_id": target, "error": str(exc)})
+                self._pause(min(5.0, 0.2 * 2**failures))
+                continue
+            new_hash = reply.content_hash if reply.status == 200 else None
+            if new_hash != content_hash:
+                if content_hash is None or new_hash is None:
+                    self._on_target_registered(target)  # (re)appeared: our check may be gone
+                content_hash = new_hash
+                self._mark_dirty()
+            if reply.status == 404:
+                self._pause(1.0)  # gone (Nomad deregistered it): look again shortly
+
+    def _discovery_loop(self) -> None:
+        prefix = f"_nomad-task-{self._config.alloc_id}-"
+        while not self._is_stopping():
+            try:
+                services = self._client.call("GET", "/v1/agent/services", timeout=5.0).json()
+                found = sorted(sid for sid in services if sid.startswith(prefix))
+                self._adopt_targets(found)
+            except ConsulError as exc:
+                log.warning("service discovery failed", extra={"error": str(exc)})
+            except (AttributeError, TypeError):
+                log.warning("service discovery: unexpected answer from /v1/agent/services")
+            self._pause(DISCOVERY_INTERVAL)
+
+    def _adopt_targets(self, found: list[str]) -> None:
+        with self._cond:
+            new = [sid for sid in found if sid not in self._targets]
+            self._targets.extend(new)
+        if new:
+            log.info("target services found", extra={"service_ids": ",".join(new)})
+        for target in new:
+            self._watch(target)
+        if new:
+            self._mark_dirty()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _is_stopping(self) -> bool:
+        with self._cond:
+            return self._stopping
+
+    def _pause(self, seconds: float) -> None:
+        with self._cond:
+            if not self._stopping:
+                self._cond.wait(seconds)
