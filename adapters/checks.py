@@ -26,6 +26,7 @@ from adapters.consul import ConsulClient, ConsulError
 log = logging.getLogger("consul_leader.checks")
 
 LEASE_SERVICE_NAME = "consul-leader"
+LEASE_SERVICE_REAP_AFTER = "10m"
 
 
 class HealthChecks:
@@ -121,6 +122,8 @@ class HealthChecks:
                 "Notes": "Passed after each confirmed session renew; the session is bound to it.",
                 "TTL": self._config.ttl_text,
                 "Status": "passing",
+                # A crashed sidecar's own service would otherwise stay, critical, for ever.
+                "DeregisterCriticalServiceAfter": LEASE_SERVICE_REAP_AFTER,
             },
         }
         self._client.call(
@@ -138,7 +141,10 @@ class HealthChecks:
             "Status": "passing",
         }
         reply = self._client.call(
-            "PUT", "/v1/agent/check/register", json_body=body, timeout=self._timeout(),
+            "PUT",
+            "/v1/agent/check/register",
+            json_body=body,
+            timeout=self._timeout(),
             allow=(404,),
         )
         if reply.status == 200:

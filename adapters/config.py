@@ -110,8 +110,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_ON_DEMOTE", "(none)", "Shell command run on stepping down."),
     Variable("CONSUL_LEADER_HOOK_TIMEOUT", "10s", "Time limit for each hook command."),
     Variable("CONSUL_LEADER_HEALTH_CHECK", "true",
-             "Keep a TTL check on each target service, passing only while the state is "
-             "confirmed, and bind the session to it."),
+             "Keep TTL checks passing only while the state is confirmed: one on each target "
+             "service (a stale leader never looks healthy) and one on the sidecar's own "
+             "consul-leader service, which the session is bound to (crash failover at TTL)."),
     Variable("CONSUL_LEADER_WATCH_WAIT", "5m", "Blocking-query wait (1s to 10m)."),
     Variable("CONSUL_LEADER_NODE", "(the local agent's node)", "Consul node for the session."),
     Variable("CONSUL_HTTP_ADDR", DEFAULT_CONSUL_ADDRESS,

@@ -119,8 +119,9 @@ class LockWatcher:
         if session is None:
             return
         event = classify(observation, session)
+        extra = {"fencing_token": observation.lock_index} if event is Event.LOCK_HELD_BY_US else {}
         self._post(event, reason=_describe(observation), session=session,
-                   observation=observation)
+                   observation=observation, **extra)
 
 
 def _describe(observation: KeyObservation) -> str:

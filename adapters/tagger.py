@@ -28,8 +28,22 @@ log = logging.getLogger("consul_leader.tagger")
 
 # Fields of /v1/agent/services output that a registration body accepts under another name
 # or as is (§4.1 vs §4.3). Everything else (ContentHash, Datacenter, indexes) is refused.
-_COPIED_FIELDS = ("ID", "Tags", "Address", "Port", "Meta", "EnableTagOverride", "Weights",
-                  "Kind", "Proxy", "Connect", "SocketPath", "Namespace", "Partition", "Locality")
+_COPIED_FIELDS = (
+    "ID",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "EnableTagOverride",
+    "Weights",
+    "Kind",
+    "Proxy",
+    "Connect",
+    "SocketPath",
+    "Namespace",
+    "Partition",
+    "Locality",
+)
 # The agent adds these itself when Address is an IP (§4.1); sending them back would make them
 # explicit, which Nomad's sync would count as a difference.
 _AUTO_TAGGED_ADDRESSES = ("lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6", "lan", "wan")
@@ -53,8 +67,9 @@ def labelled(tags: Sequence[str], role: Role, primary: str, replica: str | None)
     return [*kept, wanted] if wanted else kept
 
 
-def registration_body(service: Mapping[str, Any], tags: list[str],
-                      meta: dict[str, str]) -> dict[str, Any]:
+def registration_body(
+    service: Mapping[str, Any], tags: list[str], meta: dict[str, str]
+) -> dict[str, Any]:
     body: dict[str, Any] = {"Name": service.get("Service")}
     for name in _COPIED_FIELDS:
         value = service.get(name)
@@ -70,6 +85,17 @@ def registration_body(service: Mapping[str, Any], tags: list[str],
     body["Tags"] = tags
     body["Meta"] = meta
     return body
+
+
+def alloc_targets(services: Mapping[str, Any], prefix: str, name: str) -> list[str]:
+    """The allocation's services to label: those named like our service if there are any
+    (so a metrics service of the same allocation is left alone), else all of them, as the
+    original sidecar did."""
+    mine = {sid: svc for sid, svc in services.items() if sid.startswith(prefix)}
+    named = [
+        sid for sid, svc in mine.items() if isinstance(svc, dict) and svc.get("Service") == name
+    ]
+    return sorted(named or mine)
 
 
 class ServiceTagger:
@@ -181,13 +207,13 @@ class ServiceTagger:
         return all(self._reconcile(target, role, session) for target in self.targets())
 
     def _reconcile(self, target: str, role: Role, session: str | None) -> bool:
-        reply = self._client.call("GET", f"/v1/agent/service/{target}", timeout=5.0,
-                                  allow=(404,))
+        reply = self._client.call("GET", f"/v1/agent/service/{target}", timeout=5.0, allow=(404,))
         if reply.status == 404:
             return True  # nothing registered, so nothing advertises anything
         service = reply.json()
-        tags = labelled(service.get("Tags") or [], role, self._config.primary_label,
-                        self._config.replica_label)
+        tags = labelled(
+            service.get("Tags") or [], role, self._config.primary_label, self._config.replica_label
+        )
         meta = dict(service.get("Meta") or {})
         if session:
             meta[SESSION_META_KEY] = session
@@ -200,8 +226,10 @@ class ServiceTagger:
         body = registration_body(service, tags, meta)
         self._client.call("PUT", "/v1/agent/service/register", json_body=body, timeout=5.0)
         self._on_write("ok")
-        log.info("labels written", extra={"service_id": target, "role": role.value,
-                                          "tags": ",".join(tags)})
+        log.info(
+            "labels written",
+            extra={"service_id": target, "role": role.value, "tags": ",".join(tags)},
+        )
         return True
 
     def _mark_dirty(self) -> None:
@@ -225,9 +253,13 @@ class ServiceTagger:
         while not self._is_stopping():
             params = {"hash": content_hash, "wait": wait} if content_hash else None
             try:
-                reply = self._client.call("GET", f"/v1/agent/service/{target}", params=params,
-                                          timeout=self._config.watch_wait * 1.1 + 5,
-                                          allow=(404,))
+                reply = self._client.call(
+                    "GET",
+                    f"/v1/agent/service/{target}",
+                    params=params,
+                    timeout=self._config.watch_wait * 1.1 + 5,
+                    allow=(404,),
+                )
                 failures = 0
             except ConsulError as exc:
                 failures += 1
@@ -248,8 +280,7 @@ class ServiceTagger:
         while not self._is_stopping():
             try:
                 services = self._client.call("GET", "/v1/agent/services", timeout=5.0).json()
-                found = sorted(sid for sid in services if sid.startswith(prefix))
-                self._adopt_targets(found)
+                self._adopt_targets(alloc_targets(services, prefix, self._config.service_name))
             except ConsulError as exc:
                 log.warning("service discovery failed", extra={"error": str(exc)})
             except (AttributeError, TypeError):

@@ -144,3 +144,21 @@ def test_a_hook_that_outlives_its_timeout_is_killed(tmp_path: Path) -> None:
     assert results == [("promote", "timeout")]
     assert not marker.exists()
     assert os.environ.get("CONSUL_LEADER_ROLE") is None
+
+
+def test_alloc_targets_prefer_services_named_like_ours() -> None:
+    from adapters.tagger import alloc_targets
+
+    prefix = "_nomad-task-a1-"
+    services = {
+        "_nomad-task-a1-db-db-db": {"Service": "db"},
+        "_nomad-task-a1-sidecar-db-consul-leader-leader": {"Service": "db-consul-leader"},
+        "_nomad-task-a2-db-db-db": {"Service": "db"},  # another allocation
+        "web": {"Service": "web"},
+    }
+    assert alloc_targets(services, prefix, "db") == ["_nomad-task-a1-db-db-db"]
+    # No service of that name: every service of the allocation, as the original sidecar did.
+    assert alloc_targets(services, prefix, "consul-leader") == [
+        "_nomad-task-a1-db-db-db",
+        "_nomad-task-a1-sidecar-db-consul-leader-leader",
+    ]

@@ -1,0 +1,64 @@
+# Consul ACL policy for the consul-leader sidecar of the `postgres` job
+# (deploy/nomad/postgres-ha.nomad.hcl). Least privilege for what the sidecar sends; each rule
+# lists the requests that need it. For another service, replace "postgres" in the key prefix
+# and the service rule.
+#
+#   consul acl policy create -name consul-leader-postgres \
+#     -rules @deploy/consul/consul-leader-policy.hcl
+#
+# With Nomad workload identity (Nomad >= 1.7) attach it to the role that your `nomad-tasks`
+# binding rule gives the sidecar task's token (see deploy/nomad/README.md).
+#
+# Not granted, because the sidecar never asks for it: agent (it does not call /v1/agent/self;
+# the session's node defaults to the local agent's), node write, operator, acl, keyring, and
+# write on any other key or service.
+
+# The lock: PUT /v1/kv/consul-leader/postgres/lock?acquire=<session> and ?release=<session>,
+# and GET of the same key (blocking on X-Consul-Index, and ?consistent before acting on it).
+# Scoped to this service's folder: the token cannot touch another service's lock.
+key_prefix "consul-leader/postgres/" {
+  policy = "write"
+}
+
+# The session: PUT /v1/session/create, /v1/session/renew/<id>, /v1/session/destroy/<id>.
+# Consul checks `session:write` on the *node* the session lives on, and a Nomad task can be
+# placed on any client, so the rule must cover every node the job may run on.
+# Trade-off: "" is simple and survives new nodes, but lets a leaked token renew or destroy any
+# session in the datacenter it can find an ID for (it could force failovers of other locks,
+# though never take them: key write stays scoped above). If your Nomad clients follow a naming
+# scheme, narrow it, e.g. session_prefix "nomad-client-" { policy = "write" }.
+session_prefix "" {
+  policy = "write"
+}
+
+# The target services (the Nomad-registered postgres instances):
+#   GET /v1/agent/services (discovery; entries the token cannot read are silently dropped),
+#   GET /v1/agent/service/<id> (blocking on ?hash= to notice Nomad re-registering it),
+#   PUT /v1/agent/service/register (re-register with the primary/replica tag),
+#   PUT /v1/agent/check/register, /v1/agent/check/pass/<id>, /v1/agent/check/deregister/<id>
+#     (the TTL check consul-leader:role:<service id> that keeps a stale primary out of
+#     `?passing` answers; check writes need write on the check's service).
+service "postgres" {
+  policy = "write"
+}
+
+# The sidecar's own small service `consul-leader` (ID consul-leader-<alloc id>) with its TTL
+# check consul-leader:lease:<alloc id>, which the session is bound to:
+#   PUT /v1/agent/service/register, /v1/agent/check/pass/<id>,
+#   PUT /v1/agent/service/deregister/<id> on shutdown.
+service "consul-leader" {
+  policy = "write"
+}
+
+# Read-only view of the catalog. The sidecar's own requests do not need more than the rules
+# above; these two let the same token answer the question operators and clients ask
+# (GET /v1/health/service/postgres?tag=primary&passing needs node:read and service:read) and
+# equal what a Consul service identity grants, so they add nothing a Nomad task's token
+# usually lacks.
+node_prefix "" {
+  policy = "read"
+}
+
+service_prefix "" {
+  policy = "read"
+}

@@ -1,0 +1,216 @@
+# Three PostgreSQL instances; the consul-leader sidecar beside each elects one of them and
+# tags its Consul service "primary" (the others "replica"). Clients find the primary with
+#   dig primary.postgres.service.consul
+#   curl 'http://127.0.0.1:8500/v1/health/service/postgres?tag=primary&passing'
+#
+# Needs Nomad >= 1.7 (workload identity for the Consul token), Consul ACLs set up as in
+# deploy/nomad/README.md, and the policy deploy/consul/consul-leader-policy.hcl.
+#
+# Replication itself (streaming from the primary, promoting a replica) is PostgreSQL's job, not
+# the sidecar's: the sidecar only decides who leads and says so in Consul, in the leader file
+# it writes to the shared alloc directory, and through optional promote/demote commands.
+
+job "postgres" {
+  type = "service"
+
+  group "postgres" {
+    # Three candidates: any one node can be lost and a leader remains electable.
+    count = 3
+
+    # One instance per client, so one lost node costs at most one member.
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
+
+    # Roll one allocation at a time: at most one election is caused by each step.
+    update {
+      max_parallel     = 1
+      health_check     = "checks"
+      min_healthy_time = "30s"
+      auto_revert      = true
+    }
+
+    # After Nomad deregisters the services (so new clients stop coming), give existing ones
+    # this long before the tasks are signalled.
+    shutdown_delay = "5s"
+
+    network {
+      # Bridge mode: the tasks of one allocation share a network namespace, so the sidecar's
+      # promote/demote commands can reach PostgreSQL on 127.0.0.1.
+      mode = "bridge"
+
+      port "db" {
+        to = 5432
+      }
+
+      # The sidecar's HTTP server (CONSUL_LEADER_LISTEN, default 0.0.0.0:9500).
+      port "leader" {
+        to = 9500
+      }
+    }
+
+    # Data survives restarts on the same client. Each client declares a host_volume "pgdata"
+    # in its agent configuration.
+    volume "pgdata" {
+      type      = "host"
+      source    = "pgdata"
+      read_only = false
+    }
+
+    task "postgres" {
+      driver = "docker"
+
+      config {
+        image = "postgres:16-bookworm"
+      }
+
+      # PostgreSQL's "fast" shutdown on SIGINT: it disconnects clients and checkpoints.
+      kill_signal  = "SIGINT"
+      kill_timeout = "30s"
+
+      volume_mount {
+        volume      = "pgdata"
+        destination = "/var/lib/postgresql/data"
+      }
+
+      env {
+        PGDATA = "/var/lib/postgresql/data/pgdata"
+      }
+
+      # The superuser password comes from the Nomad variable nomad/jobs/postgres (key
+      # "password"), which this job's workload identity may read by default.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/postgres.env"
+        env         = true
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/postgres" }}POSTGRES_PASSWORD={{ .password }}{{ end }}
+        EOT
+      }
+
+      # The service the sidecar tags. Its Consul ID is
+      #   _nomad-task-<alloc id>-postgres-postgres-db   (task "postgres", service "postgres",
+      # port "db"), which CONSUL_LEADER_SERVICE_IDS in the sidecar below names.
+      service {
+        name = "postgres"
+        port = "db"
+        tags = ["postgres"]
+
+        # Without this Nomad reverts the sidecar's primary/replica tags at its next sync, about
+        # every 30 s. With it, Nomad adopts them, though a job update still re-registers the
+        # service with the tags above; the sidecar watches the service and tags it again.
+        enable_tag_override = true
+
+        check {
+          name     = "postgres accepts connections"
+          type     = "tcp"
+          port     = "db"
+          interval = "10s"
+          timeout  = "2s"
+        }
+      }
+
+      resources {
+        cpu    = 1000
+        memory = 1024
+      }
+    }
+
+    task "consul-leader" {
+      driver = "docker"
+
+      # A prestart sidecar starts before postgres and runs for the allocation's whole life.
+      # At shutdown Nomad stops it last, after postgres, so it untags and releases the lock for
+      # an instance that is really gone.
+      lifecycle {
+        hook    = "prestart"
+        sidecar = true
+      }
+
+      config {
+        image = "ghcr.io/OWNER/consul-leader:0.1.0"
+        # The image's HEALTHCHECK is for plain Docker; here the service check below decides.
+        # `init = true` (tini as PID 1) is only needed if promote/demote commands leave
+        # background processes behind: the sidecar handles SIGTERM itself.
+      }
+
+      # On SIGTERM the sidecar untags, releases the lock and destroys its session, which takes
+      # up to about 4 s. Nomad's default of 5 s leaves too little margin before SIGKILL; a
+      # SIGKILLed leader keeps the lock until its session TTL expires.
+      kill_timeout = "10s"
+
+      # Nomad >= 1.7 workload identity: the Nomad client logs this identity into Consul's
+      # auth method and writes the resulting token to ${NOMAD_SECRETS_DIR}/consul_token (and
+      # sets CONSUL_HTTP_TOKEN). Not needed when the servers set consul.task_identity.
+      identity {
+        name = "consul_default"
+        aud  = ["consul.io"]
+        ttl  = "1h"
+      }
+
+      # The Consul cluster (and namespace, on Enterprise) the task's token is for.
+      consul {}
+
+      env {
+        # Inside the container 127.0.0.1 is not the host: reach the Consul agent on the
+        # client's address. The agent's client_addr must include it.
+        CONSUL_HTTP_ADDR = "http://${attr.unique.network.ip-address}:8500"
+
+        # The workload-identity token. Read from the file rather than the environment because
+        # the file wins, and the sidecar reads it again after a 403.
+        CONSUL_HTTP_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/consul_token"
+
+        # Names the lock key consul-leader/postgres/lock, which the ACL policy is scoped to.
+        CONSUL_LEADER_SERVICE_NAME = "postgres"
+
+        # Tag the one instance "primary" and the others "replica", so that clients can ask for
+        # either (e.g. replica.postgres.service.consul for read-only traffic).
+        CONSUL_LEADER_PRIMARY_LABEL = "primary"
+        CONSUL_LEADER_REPLICA_LABEL = "replica"
+
+        # Tag only the postgres service. By default the sidecar adopts every service of its
+        # allocation, which would include postgres-consul-leader below.
+        CONSUL_LEADER_SERVICE_IDS = "_nomad-task-${NOMAD_ALLOC_ID}-postgres-postgres-db"
+
+        # Session TTL 15 s, renewed every 5 s: a Consul hiccup shorter than 10 s costs no
+        # election, and a crashed sidecar loses its session (and the lock) after about 15 s.
+        CONSUL_LEADER_TTL   = "15s"
+        CONSUL_LEADER_SLEEP = "5"
+
+        # After a session is lost (crash, node loss) nobody may take the lock for 5 s, so an
+        # old primary that was cut off has time to notice before a new one appears. A clean
+        # stop releases the lock and skips this wait.
+        CONSUL_LEADER_LOCKDELAY = "5s"
+
+        CONSUL_LEADER_LOG_LEVEL = "info"
+      }
+
+      # Lets Prometheus find every sidecar with consul_sd_configs (services: the name
+      # below) and scrape /metrics. The check also shows in Consul a sidecar whose control
+      # loop is wedged, or that still believes it leads after its lease ran out.
+      service {
+        name = "postgres-consul-leader"
+        port = "leader"
+        tags = ["metrics"]
+
+        meta {
+          metrics_path = "/metrics"
+        }
+
+        check {
+          name     = "consul-leader control loop alive"
+          type     = "http"
+          path     = "/healthz"
+          interval = "10s"
+          timeout  = "2s"
+        }
+      }
+
+      # About 35 MB resident when idle; Nomad's memory limit is a hard limit for docker.
+      resources {
+        cpu    = 50
+        memory = 96
+      }
+    }
+  }
+}

@@ -1,0 +1,182 @@
+"""The records the double's cluster state is made of, mirroring Consul's structs.
+
+Field meanings follow consul-semantics.md: KvEntry is `structs.DirEntry` (§2.1),
+Session is `structs.Session` (§1.2), ServiceRecord is an agent's service
+definition (§4.3), CheckRecord is `structs.HealthCheck` (§4.6), NodeRecord a
+catalog node with its serfHealth state (§1.6). Durations are Go nanoseconds.
+The JSON shapes are produced by views.py, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .timers import TimerHandle
+
+PASSING = "passing"
+WARNING = "warning"
+CRITICAL = "critical"
+CHECK_STATUSES = (PASSING, WARNING, CRITICAL)
+
+SERF_CHECK_ID = "serfHealth"
+SERF_CHECK_NAME = "Serf Health Status"
+SERF_ALIVE_OUTPUT = "Agent alive and reachable"
+SERF_FAILED_OUTPUT = "Agent not live or unreachable"
+
+BEHAVIOR_RELEASE = "release"
+BEHAVIOR_DELETE = "delete"
+
+
+@dataclass
+class KvEntry:
+    key: str
+    value: bytes | None
+    flags: int
+    lock_index: int = 0
+    session: str = ""
+    create_index: int = 0
+    modify_index: int = 0
+
+    def same_content(self, other: KvEntry) -> bool:
+        """`DirEntry.Equal`: the fields whose change makes a write real (§2.3 no-op writes)."""
+        return (
+            self.lock_index == other.lock_index
+            and self.key == other.key
+            and self.flags == other.flags
+            and (self.value or b"") == (other.value or b"")
+            and self.session == other.session
+        )
+
+
+@dataclass
+class ServiceCheckRef:
+    id: str
+    namespace: str = ""
+
+
+@dataclass
+class Session:
+    id: str
+    name: str
+    node: str
+    lock_delay_ns: int
+    behavior: str
+    ttl: str
+    node_checks: list[str] | None
+    service_checks: list[ServiceCheckRef] | None
+    checks: list[str] | None
+    create_index: int = 0
+    modify_index: int = 0
+    ttl_ns: int = 0
+    ttl_timer: TimerHandle | None = field(default=None, repr=False, compare=False)
+
+    def check_ids(self) -> list[str]:
+        """`Session.CheckIDs()`: legacy Checks, then NodeChecks, then ServiceChecks (§1.1)."""
+        ids = list(self.checks or ())
+        ids.extend(self.node_checks or ())
+        ids.extend(ref.id for ref in self.service_checks or ())
+        return ids
+
+
+@dataclass
+class ServiceRecord:
+    """One service as an agent holds it; the catalog shows the same record."""
+
+    id: str
+    name: str
+    tags: list[str]
+    address: str
+    port: int
+    meta: dict[str, str] | None  # None when the registration sent no Meta
+    tagged_addresses: dict[str, dict[str, Any]]
+    weights: dict[str, int]
+    enable_tag_override: bool
+    kind: str = ""
+    socket_path: str = ""
+    locality: dict[str, Any] | None = None
+    proxy: dict[str, Any] | None = None
+    connect: dict[str, Any] | None = None
+    create_index: int = 0
+    modify_index: int = 0
+
+    def definition(self) -> tuple[Any, ...]:
+        """Everything but the raft indexes, to tell a real change from a re-register."""
+        return (
+            self.id,
+            self.name,
+            self.tags,
+            self.address,
+            self.port,
+            self.meta,
+            self.tagged_addresses,
+            self.weights,
+            self.enable_tag_override,
+            self.kind,
+            self.socket_path,
+            self.locality,
+            self.proxy,
+            self.connect,
+        )
+
+
+@dataclass
+class CheckRecord:
+    node: str
+    check_id: str
+    name: str
+    status: str
+    notes: str = ""
+    output: str = ""
+    # What the catalog shows: an output-only change stays on the agent (§4.6).
+    catalog_output: str = ""
+    service_id: str = ""
+    service_name: str = ""
+    service_tags: list[str] = field(default_factory=list)
+    type: str = ""
+    interval: str = ""
+    timeout: str = ""
+    ttl_ns: int = 0
+    create_index: int = 0
+    modify_index: int = 0
+    ttl_timer: TimerHandle | None = field(default=None, repr=False, compare=False)
+
+    def catalog_fields(self) -> tuple[Any, ...]:
+        """`HealthCheck.IsSame`: the fields whose change is synced to the catalog."""
+        return (
+            self.node,
+            self.check_id,
+            self.name,
+            self.status,
+            self.notes,
+            self.catalog_output,
+            self.service_id,
+            self.service_name,
+            self.service_tags,
+            self.type,
+        )
+
+
+@dataclass
+class NodeRecord:
+    name: str
+    node_id: str
+    address: str
+    serf_check: CheckRecord
+    services: dict[str, ServiceRecord] = field(default_factory=dict)
+    checks: dict[str, CheckRecord] = field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.serf_check.status == PASSING
+
+    def catalog_checks(self) -> list[CheckRecord]:
+        """Every check the catalog holds for this node: serfHealth plus the agent's checks."""
+        return [self.serf_check, *self.checks.values()]
+
+    def catalog_check(self, check_id: str) -> CheckRecord | None:
+        if check_id == SERF_CHECK_ID:
+            return self.serf_check
+        return self.checks.get(check_id)

@@ -1,0 +1,360 @@
+"""Real sidecar processes against the Consul stand-in, and an observer of what Consul shows.
+
+Shared by the end-to-end tests, the chaos suite, the benchmarks and the demo. Nothing here
+mocks anything: sidecars are `python -m adapters` processes talking HTTP to the stand-in's
+agents, and they get real signals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+            last = condition()
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nomad_service_id(alloc_id: str, task: str, service: str, port_label: str = "db") -> str:
+    # client/serviceregistration/id.go: _nomad-task-<alloc>-<task>-<service>-<port label>
+    return f"_nomad-task-{alloc_id}-{task}-{service}-{port_label}"
+
+
+def register_like_nomad(
+    agent: str,
+    service_id: str,
+    name: str,
+    port: int,
+    tags: list[str] | None = None,
+    token: str | None = None,
+) -> None:
+    body = {
+        "ID": service_id,
+        "Name": name,
+        "Tags": tags or ["v1"],
+        "Port": port,
+        "Address": "127.0.0.1",
+        "Meta": {"external-source": "nomad"},
+        "EnableTagOverride": True,
+    }
+    headers = {"X-Consul-Token": token} if token else {}
+    reply = requests.put(
+        f"{agent}/v1/agent/service/register",
+        params={"replace-existing-checks": "true"},
+        json=body,
+        headers=headers,
+        timeout=5,
+    )
+    reply.raise_for_status()
+
+
+@dataclass
+class Sidecar:
+    """One sidecar process beside one Nomad-like task on one node."""
+
+    name: str
+    node: str
+    agent: str
+    alloc_id: str
+    service_id: str
+    status_port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    stopped_by: str | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "adapters"],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.stopped_by = sig.name
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def status(self, timeout: float = 1.0) -> dict[str, Any]:
+        reply = requests.get(f"http://127.0.0.1:{self.status_port}/status", timeout=timeout)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
+
+    def endpoint(self, path: str, timeout: float = 1.0) -> int:
+        return requests.get(
+            f"http://127.0.0.1:{self.status_port}{path}", timeout=timeout
+        ).status_code
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def agent_service(self) -> dict[str, Any]:
+        reply = requests.get(f"{self.agent}/v1/agent/service/{self.service_id}", timeout=2)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
+
+
+@dataclass
+class Group:
+    """Sidecars of one service group (one per node), plus helpers to look at Consul."""
+
+    consul: Any  # tests.consul_double.ConsulDouble
+    workdir: Path
+    service: str = "db"
+    ttl: str = "3s"
+    sleep: str = "2"
+    lock_delay: str = "0s"
+    primary_label: str = "primary"
+    replica_label: str | None = "replica"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    sidecars: list[Sidecar] = field(default_factory=list)
+
+    @property
+    def kv_path(self) -> str:
+        return f"consul-leader/{self.service}/lock"
+
+    def add(
+        self, node: str, *, start: bool = True, env: Mapping[str, str] | None = None
+    ) -> Sidecar:
+        index = len(self.sidecars)
+        alloc_id = str(uuid.uuid4())
+        agent = self.consul.node_addr(node)
+        service_id = nomad_service_id(alloc_id, "db", self.service)
+        register_like_nomad(
+            agent,
+            service_id,
+            self.service,
+            5432 + index,
+            token=self.extra_env.get("CONSUL_HTTP_TOKEN"),
+        )
+        port = free_port()
+        alloc_dir = self.workdir / f"alloc-{index}"
+        alloc_dir.mkdir(parents=True, exist_ok=True)
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CONSUL_HTTP_ADDR": agent,
+            "NOMAD_ALLOC_ID": alloc_id,
+            "NOMAD_ALLOC_DIR": str(alloc_dir),
+            "CONSUL_LEADER_SERVICE_NAME": self.service,
+            "CONSUL_LEADER_PRIMARY_LABEL": self.primary_label,
+            "CONSUL_LEADER_TTL": self.ttl,
+            "CONSUL_LEADER_SLEEP": self.sleep,
+            "CONSUL_LEADER_LOCKDELAY": self.lock_delay,
+            "CONSUL_LEADER_LOG_LEVEL": "debug",
+            "CONSUL_LEADER_LISTEN": f"127.0.0.1:{port}",
+            "PYTHONUNBUFFERED": "1",
+            **({"CONSUL_LEADER_REPLICA_LABEL": self.replica_label} if self.replica_label else {}),
+            **self.extra_env,
+            **(env or {}),
+        }
+        sidecar = Sidecar(
+            f"s{index}",
+            node,
+            agent,
+            alloc_id,
+            service_id,
+            port,
+            full_env,
+            self.workdir / f"sidecar-{index}.log",
+        )
+        self.sidecars.append(sidecar)
+        if start:
+            sidecar.start()
+        return sidecar
+
+    def any_agent(self, exclude: Callable[[str], bool] = lambda node: False) -> str:
+        for node in self.consul.node_names:
+            if not exclude(node) and node not in getattr(self, "_failed", set()):
+                return str(self.consul.node_addr(node))
+        raise AssertionError("no agent left to ask")
+
+    def passing_primaries(self, timeout: float = 2.0) -> list[str]:
+        """Service IDs Consul lists as passing primaries (what a client of the service sees)."""
+        errors: list[Exception] = []
+        for node in self.consul.node_names:
+            try:
+                reply = requests.get(
+                    f"{self.consul.node_addr(node)}/v1/health/service/{self.service}",
+                    params={"tag": self.primary_label, "passing": "1"},
+                    timeout=timeout,
+                )
+            except requests.RequestException as exc:
+                errors.append(exc)
+                continue
+            if reply.status_code == 200:
+                return sorted(entry["Service"]["ID"] for entry in reply.json())
+            errors.append(RuntimeError(f"{reply.status_code} {reply.text[:80]}"))
+        raise requests.RequestException(f"no agent answered: {errors}")
+
+    def the_primary(self) -> Sidecar | None:
+        primaries = self.passing_primaries()
+        if len(primaries) != 1:
+            return None
+        return next((s for s in self.sidecars if s.service_id == primaries[0]), None)
+
+    def wait_single_primary(self, timeout: float, exclude: Sidecar | None = None) -> Sidecar:
+        def found() -> Sidecar | None:
+            primary = self.the_primary()
+            return primary if primary is not None and primary is not exclude else None
+
+        return wait_for(found, timeout, "exactly one passing primary")
+
+    def leaders_by_status(self) -> list[Sidecar]:
+        leaders = []
+        for sidecar in self.sidecars:
+            if not sidecar.running():
+                continue
+            with contextlib.suppress(requests.RequestException):
+                if sidecar.status(timeout=0.5)["state"] == "Leader":
+                    leaders.append(sidecar)
+        return leaders
+
+    def kv(self) -> dict[str, Any] | None:
+        reply = requests.get(f"{self.any_agent()}/v1/kv/{self.kv_path}", timeout=2)
+        if reply.status_code == 404:
+            return None
+        reply.raise_for_status()
+        entry: dict[str, Any] = reply.json()[0]
+        return entry
+
+    def stop_all(self, timeout: float = 8.0) -> None:
+        for sidecar in self.sidecars:
+            if sidecar.running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(sidecar.pid, signal.SIGCONT)
+                    sidecar.send(signal.SIGTERM)
+        for sidecar in self.sidecars:
+            if sidecar.process is not None:
+                try:
+                    sidecar.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    sidecar.process.kill()
+                    sidecar.process.wait()
+
+
+@dataclass
+class Sample:
+    at: float
+    primaries: list[str]
+
+
+class HealthObserver:
+    """Samples Consul's health view every `period` seconds and records every answer.
+
+    The safety invariant is checked on every sample: never two passing primaries.
+    """
+
+    def __init__(self, group: Group, period: float = 0.05) -> None:
+        self._group = group
+        self._period = period
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="observer", daemon=True)
+
+    def __enter__(self) -> HealthObserver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            with contextlib.suppress(requests.RequestException, ValueError):
+                self.samples.append(Sample(started, self._group.passing_primaries(timeout=1.0)))
+            self._stop.wait(max(0.0, self._period - (time.monotonic() - started)))
+
+    def overlaps(self) -> list[Sample]:
+        return [s for s in self.samples if len(s.primaries) > 1]
+
+    def max_gap(self) -> float:
+        times = [s.at for s in self.samples]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+    def assert_safe(self) -> None:
+        overlaps = self.overlaps()
+        assert not overlaps, f"two passing primaries seen: {overlaps[:3]}"
+        assert self.samples, "the observer got no answer at all"
+
+
+@contextlib.contextmanager
+def running_group(
+    consul: Any, workdir: Path, nodes: list[str] | None = None, **settings: Any
+) -> Iterator[Group]:
+    group = Group(consul, workdir, **settings)
+    try:
+        for node in nodes or list(consul.node_names):
+            group.add(node)
+        yield group
+    finally:
+        group.stop_all()
+
+
+def dump_logs(group: Group) -> str:
+    return "\n".join(f"===== {s.name} ({s.node})\n{s.logs()[-6000:]}" for s in group.sidecars)
+
+
+def json_line(text: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def request_count(consul: Any) -> int:
+    """Requests the stand-in has answered since its last stats reset."""
+    return int(consul.stats()["total"])

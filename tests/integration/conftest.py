@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.consul_double import ConsulDouble
+from tests.harness import Group, HealthObserver, dump_logs, running_group
+
+# Short timings with production's ratios (seed defaults: TTL 15s, SLEEP 10).
+TTL = 3.0
+SLEEP = 1.0
+
+
+@pytest.fixture
+def consul() -> Iterator[ConsulDouble]:
+    with ConsulDouble(
+        nodes=("n1", "n2", "n3"), session_ttl_min=1.0, rpc_hold_timeout=0.5
+    ) as double:
+        yield double
+
+
+@pytest.fixture
+def group(consul: ConsulDouble, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Group]:
+    settings = getattr(request, "param", {})
+    with running_group(
+        consul, tmp_path, ttl=f"{TTL:g}s", sleep=f"{SLEEP:g}", **settings
+    ) as running:
+        yield running
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print(dump_logs(running))
+
+
+@pytest.fixture
+def observer(group: Group) -> Iterator[HealthObserver]:
+    with HealthObserver(group, period=0.05) as watching:
+        yield watching
+    watching.assert_safe()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
