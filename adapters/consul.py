@@ -112,6 +112,12 @@ class TlsError(ConsulUnavailable):
     """The TLS handshake failed (certificate not trusted, name mismatch, client cert refused)."""
 
 
+def log_level(exc: ConsulError) -> int:
+    """Denials and TLS failures need an operator (a policy or a certificate), so they are
+    errors; everything else is a transient fault that retries fix, so a warning."""
+    return logging.ERROR if isinstance(exc, ConsulDenied | TlsError) else logging.WARNING
+
+
 @dataclass(frozen=True)
 class Reply:
     """A successful (or explicitly allowed) answer."""
@@ -266,7 +272,8 @@ class ConsulClient:
             status = response.status_code
             return response
         except requests.RequestException as exc:
-            raise _transport_error(exc, request, self._target) from None
+            raise _transport_error(exc, request, self._target,
+                                   client_cert=self._settings.client_cert is not None) from None
         finally:
             self._observe(request, status, time.monotonic() - started)
 
@@ -353,11 +360,16 @@ def _printable(body: bytes) -> str:
 
 
 def _transport_error(exc: requests.RequestException, request: _Request,
-                     target: str) -> ConsulError:
+                     target: str, client_cert: bool = False) -> ConsulError:
     where: dict[str, Any] = {"method": request.method, "endpoint": request.endpoint}
     cause = _describe_cause(exc)
     if isinstance(exc, requests.exceptions.SSLError):
-        return TlsError(f"TLS handshake failed: {cause}", **where)
+        hint = ""
+        if not client_cert and "EOF" in cause:
+            # TLS 1.3 servers that require a client certificate often just hang up.
+            hint = " (the server may require a client certificate: set CONSUL_CLIENT_CERT" \
+                   " and CONSUL_CLIENT_KEY)"
+        return TlsError(f"TLS handshake failed: {cause}{hint}", **where)
     if isinstance(exc, requests.Timeout):
         return ConsulUnavailable(f"no answer within {request.timeout:g}s", **where)
     if isinstance(exc, requests.ConnectionError):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulDenied, ConsulError, Reply
+from adapters.consul import ConsulClient, ConsulError, Reply, log_level
 from fsm.observation import KeyObservation, classify
 from fsm.states import Event
 from fsm.timing import lock_delay_wait, retry_delay
@@ -100,8 +100,11 @@ class LockWatcher:
                 observation = observe(reply)
             except (ConsulError, ValueError) as exc:
                 failures += 1
-                log.log(logging.ERROR if isinstance(exc, ConsulDenied) else logging.DEBUG,
-                        "lock watch failed", extra={"error": str(exc)})
+                level = log_level(exc) if isinstance(exc, ConsulError) else logging.WARNING
+                # Transient faults are routine for a watch: retries are quiet unless they persist.
+                if level == logging.WARNING and failures < 3:
+                    level = logging.DEBUG
+                log.log(level, "lock watch failed", extra={"error": str(exc)})
                 self._stop.wait(retry_delay(failures, 10.0, base=0.2, cap=5.0))
                 index = 0
                 continue
@@ -227,9 +230,8 @@ class Acquirer:
                            session=session)
                 return None
             self._on_attempt("error")
-            level = logging.ERROR if isinstance(exc, ConsulDenied) else logging.WARNING
-            log.log(level, "acquire failed", extra={"error": str(exc)})
-            return max(1.0 if isinstance(exc, ConsulDenied) else 0.0,
+            log.log(log_level(exc), "acquire failed", extra={"error": str(exc)})
+            return max(1.0 if log_level(exc) == logging.ERROR else 0.0,
                        retry_delay(attempt, 10.0))
         except ValueError as exc:
             self._on_attempt("error")

@@ -68,7 +68,8 @@ def configure(level: str, fmt: str, context: Mapping[str, str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.WARNING))
-    # urllib3 logs every retry and connection at debug; our own lines say what matters.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # urllib3 logs retries at debug and dumps whole certificates at warning on a name
+    # mismatch; our own lines say what matters, once.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     # transitions warns on every refused trigger; our own `refused` effect reports those.
     logging.getLogger("transitions").setLevel(logging.ERROR)

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 
 from adapters.checks import HealthChecks
 from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulDenied, ConsulError, ConsulRejected
+from adapters.consul import (
+    ConsulClient,
+    ConsulDenied,
+    ConsulError,
+    ConsulRejected,
+    TlsError,
+    log_level,
+)
 from fsm.states import Event
 from fsm.timing import Lease, retry_delay
 
@@ -115,6 +122,12 @@ class SessionKeeper:
             self._want_session = True
             self._lock.notify_all()
 
+    def drop(self, reason: str) -> None:
+        """Give the current session up on purpose (we cannot publish what it would claim)."""
+        session = self.session
+        if session is not None:
+            self._give_up(session, Event.SESSION_LOST, reason)
+
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
@@ -180,10 +193,9 @@ class SessionKeeper:
     def _back_off(self, exc: ConsulError, attempt: int) -> None:
         remaining = self.lease_remaining()
         wait = retry_delay(attempt, remaining if remaining else self._config.renew_interval)
-        if isinstance(exc, ConsulDenied | ConsulRejected):
-            wait = max(wait, 1.0)  # a permission problem is not fixed by hammering
-        level = logging.ERROR if isinstance(exc, ConsulDenied) else logging.WARNING
-        log.log(level, "session request failed, retrying",
+        if isinstance(exc, ConsulDenied | ConsulRejected | TlsError):
+            wait = max(wait, 1.0)  # a permission or certificate problem is not fixed by hammering
+        log.log(log_level(exc), "session request failed, retrying",
                 extra={"error": str(exc), "retry_in": round(wait, 3)})
         with self._lock:
             self._next_renew_at = self._clock() + wait

@@ -62,6 +62,8 @@ class Sidecar:
             config, self.client, lease_valid=lambda: self.keeper.lease_valid(),
             on_write=self.metrics.tag_write,
             on_target_registered=lambda target: self.checks.forget(target),
+            on_publish_denied=lambda error: self.keeper.drop(
+                f"cannot publish the primary label: {error}"),
         )
         self.checks = HealthChecks(config, self.client, instance_name(config),
                                    self.tagger.targets)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulDenied, ConsulError
+from adapters.consul import ConsulClient, ConsulDenied, ConsulError, log_level
 
 log = logging.getLogger("consul_leader.tagger")
 
@@ -107,12 +107,17 @@ class ServiceTagger:
         lease_valid: Callable[[], bool],
         on_write: Callable[[str], None] = lambda result: None,
         on_target_registered: Callable[[str], None] = lambda target: None,
+        on_publish_denied: Callable[[str], None] = lambda error: None,
     ) -> None:
         self._config = config
         self._client = client
         self._lease_valid = lease_valid
         self._on_write = on_write
         self._on_target_registered = on_target_registered
+        self._on_publish_denied = on_publish_denied
+        # Targets we have written at least once since they (re)appeared: until then we do not
+        # know that our token may write them, so nothing may be claimed on their behalf.
+        self._verified: set[str] = set()
         self._cond = threading.Condition()
         self._role = Role.REPLICA
         self._session: str | None = None
@@ -190,7 +195,10 @@ class ServiceTagger:
                 attempt += 1
                 done = False
                 self._on_write("denied" if isinstance(exc, ConsulDenied) else "error")
-                log.warning("tag update failed, retrying", extra={"error": str(exc)})
+                log.log(log_level(exc), "tag update failed, retrying", extra={"error": str(exc)})
+                if isinstance(exc, ConsulDenied) and role is Role.PRIMARY:
+                    # Never claim leadership we cannot publish: give the session up.
+                    self._on_publish_denied(str(exc))
             with self._cond:
                 if done and generation == self._requested:
                     self._applied = generation
@@ -219,18 +227,25 @@ class ServiceTagger:
             meta[SESSION_META_KEY] = session
         else:
             meta.pop(SESSION_META_KEY, None)
-        if tags == (service.get("Tags") or []) and meta == (service.get("Meta") or {}):
+        unchanged = tags == (service.get("Tags") or []) and meta == (service.get("Meta") or {})
+        if unchanged and self._is_verified(target):
             return True
         if role is Role.PRIMARY and not self._lease_valid():
             return False
         body = registration_body(service, tags, meta)
         self._client.call("PUT", "/v1/agent/service/register", json_body=body, timeout=5.0)
+        with self._cond:
+            self._verified.add(target)
         self._on_write("ok")
         log.info(
             "labels written",
             extra={"service_id": target, "role": role.value, "tags": ",".join(tags)},
         )
         return True
+
+    def _is_verified(self, target: str) -> bool:
+        with self._cond:
+            return target in self._verified
 
     def _mark_dirty(self) -> None:
         with self._cond:
@@ -270,6 +285,8 @@ class ServiceTagger:
             if new_hash != content_hash:
                 if content_hash is None or new_hash is None:
                     self._on_target_registered(target)  # (re)appeared: our check may be gone
+                    with self._cond:
+                        self._verified.discard(target)
                 content_hash = new_hash
                 self._mark_dirty()
             if reply.status == 404:

@@ -138,6 +138,18 @@ class Sidecar:
             f"http://127.0.0.1:{self.status_port}{path}", timeout=timeout
         ).status_code
 
+    def role_endpoints_agree(self) -> bool | None:
+        """/primary answers 200 only as Leader, /replica only as Follower.
+
+        None when the state changed while we asked (try again)."""
+        before = self.status()["state"]
+        primary, replica = self.endpoint("/primary"), self.endpoint("/replica")
+        if self.status()["state"] != before:
+            return None
+        return (primary == 200) == (before == "Leader") and (replica == 200) == (
+            before == "Follower"
+        )
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -262,6 +274,12 @@ class Group:
                 if sidecar.status(timeout=0.5)["state"] == "Leader":
                     leaders.append(sidecar)
         return leaders
+
+    def assert_role_endpoints(self, timeout: float = 3.0) -> None:
+        """Every running sidecar's /primary and /replica agree with its state."""
+        for sidecar in self.sidecars:
+            if sidecar.running():
+                wait_for(sidecar.role_endpoints_agree, timeout, f"{sidecar.name}'s role endpoints")
 
     def kv(self) -> dict[str, Any] | None:
         reply = requests.get(f"{self.any_agent()}/v1/kv/{self.kv_path}", timeout=2)

@@ -10,8 +10,11 @@
 # binding rule gives the sidecar task's token (see deploy/nomad/README.md).
 #
 # Not granted, because the sidecar never asks for it: agent (it does not call /v1/agent/self;
-# the session's node defaults to the local agent's), node write, operator, acl, keyring, and
-# write on any other key or service.
+# the session's node defaults to the local agent's), node read or write, reads of other
+# services, operator, acl, keyring, and write on any other key or service. Every rule below is
+# needed: the tests remove each in turn and the sidecar then refuses to lead.
+# Clients that look the primary up (health/service/postgres?tag=primary&passing) need read
+# rules of their own: see primary-lookup-policy.hcl.
 
 # The lock: PUT /v1/kv/consul-leader/postgres/lock?acquire=<session> and ?release=<session>,
 # and GET of the same key (blocking on X-Consul-Index, and ?consistent before acting on it).
@@ -48,17 +51,4 @@ service "postgres" {
 #   PUT /v1/agent/service/deregister/<id> on shutdown.
 service "consul-leader" {
   policy = "write"
-}
-
-# Read-only view of the catalog. The sidecar's own requests do not need more than the rules
-# above; these two let the same token answer the question operators and clients ask
-# (GET /v1/health/service/postgres?tag=primary&passing needs node:read and service:read) and
-# equal what a Consul service identity grants, so they add nothing a Nomad task's token
-# usually lacks.
-node_prefix "" {
-  policy = "read"
-}
-
-service_prefix "" {
-  policy = "read"
 }

@@ -8,7 +8,7 @@ import pytest
 from tests.consul_double import ConsulDouble
 from tests.harness import Group, HealthObserver, dump_logs, running_group
 
-# Short timings with production's ratios (seed defaults: TTL 15s, SLEEP 10).
+# Short timings so a test takes seconds; TTL - SLEEP leaves 2 s for outages to be survived.
 TTL = 3.0
 SLEEP = 1.0
 
@@ -28,6 +28,8 @@ def group(consul: ConsulDouble, tmp_path: Path, request: pytest.FixtureRequest) 
         consul, tmp_path, ttl=f"{TTL:g}s", sleep=f"{SLEEP:g}", **settings
     ) as running:
         yield running
+        # Issue 4: /primary and /replica agree with the state at the end of every scenario.
+        running.assert_role_endpoints()
         if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
             print(dump_logs(running))
 

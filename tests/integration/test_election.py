@@ -192,3 +192,16 @@ def test_paused_leader_never_overlaps(group: Group, observer: HealthObserver) ->
     wait_for(lambda: "primary" not in tags(old), 2.0, "its primary label removed")
     assert len(group.leaders_by_status()) == 1
     assert observer.overlaps() == []
+
+
+def test_sigint_stops_a_follower_cleanly(group: Group, observer: HealthObserver) -> None:
+    leader = group.wait_single_primary(timeout=3.0)
+    follower = next(s for s in group.sidecars if s is not leader)
+    wait_for(lambda: follower.status()["state"] == "Follower", 3.0, "a follower")
+    session = follower.status()["session"]
+    follower.send(signal.SIGINT)
+    assert follower.wait(timeout=5.0) == 0
+    sessions = requests.get(f"{group.any_agent()}/v1/session/list", timeout=2).json()
+    assert session not in {s["ID"] for s in sessions}
+    assert group.the_primary() is leader
+    assert "Traceback" not in follower.logs()
