@@ -62,14 +62,15 @@ class Sidecar:
             config, self.client, lease_valid=lambda: self.keeper.lease_valid(),
             on_write=self.metrics.tag_write,
             on_target_registered=lambda target: self.checks.forget(target),
-            on_publish_denied=lambda error: self.keeper.drop(
-                f"cannot publish the primary label: {error}"),
+            on_cannot_publish=lambda reason: self.keeper.drop(
+                f"cannot publish the primary label: {reason}"),
         )
         self.checks = HealthChecks(config, self.client, instance_name(config),
                                    self.tagger.targets)
         self.keeper = SessionKeeper(
             config, self.client, post, self.checks,
-            untag_confirmed=lambda: self.tagger.confirmed(Role.REPLICA),
+            untag_confirmed=lambda: self.tagger.confirmed(Role.REPLICA)
+            and self.tagger.publishable(),
             on_renewed=self.metrics.session_renewed,
             on_renew_failed=self.metrics.session_renew_failed,
         )

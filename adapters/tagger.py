@@ -107,17 +107,19 @@ class ServiceTagger:
         lease_valid: Callable[[], bool],
         on_write: Callable[[str], None] = lambda result: None,
         on_target_registered: Callable[[str], None] = lambda target: None,
-        on_publish_denied: Callable[[str], None] = lambda error: None,
+        on_cannot_publish: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._config = config
         self._client = client
         self._lease_valid = lease_valid
         self._on_write = on_write
         self._on_target_registered = on_target_registered
-        self._on_publish_denied = on_publish_denied
+        self._on_cannot_publish = on_cannot_publish
         # Targets we have written at least once since they (re)appeared: until then we do not
         # know that our token may write them, so nothing may be claimed on their behalf.
         self._verified: set[str] = set()
+        # Targets Consul does not know right now (Nomad deregistered them), since when.
+        self._missing_since: dict[str, float] = {}
         self._cond = threading.Condition()
         self._role = Role.REPLICA
         self._session: str | None = None
@@ -127,6 +129,7 @@ class ServiceTagger:
         self._targets: list[str] = list(config.service_ids)
         self._watched: set[str] = set()
         self._stopping = False
+        self._stopped = threading.Event()  # for pauses that role changes must not cut short
         self._threads: list[threading.Thread] = []
 
     # -- what the controller asks ---------------------------------------------------------
@@ -153,6 +156,14 @@ class ServiceTagger:
         with self._cond:
             return self._role is role and self._applied >= self._requested
 
+    def publishable(self) -> bool:
+        """Every target is registered and has taken a write from us: we may compete."""
+        with self._cond:
+            if not self.enabled:
+                return True
+            return bool(self._targets) and not self._missing_since and all(
+                target in self._verified for target in self._targets)
+
     def wait_confirmed(self, role: Role, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -172,6 +183,7 @@ class ServiceTagger:
                 self._watch(target)
 
     def stop(self) -> None:
+        self._stopped.set()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -198,7 +210,7 @@ class ServiceTagger:
                 log.log(log_level(exc), "tag update failed, retrying", extra={"error": str(exc)})
                 if isinstance(exc, ConsulDenied) and role is Role.PRIMARY:
                     # Never claim leadership we cannot publish: give the session up.
-                    self._on_publish_denied(str(exc))
+                    self._on_cannot_publish(str(exc))
             with self._cond:
                 if done and generation == self._requested:
                     self._applied = generation
@@ -212,12 +224,30 @@ class ServiceTagger:
             return False  # never advertise primary on a lease we cannot vouch for
         if self._config.alloc_id and not self._config.service_ids and not self.targets():
             return False  # Nomad has not registered the task's services yet: wait for them
-        return all(self._reconcile(target, role, session) for target in self.targets())
+        done = all(self._reconcile(target, role, session) for target in self.targets())
+        if role is Role.PRIMARY:
+            self._give_up_if_unpublished()
+        return done
+
+    def _give_up_if_unpublished(self) -> None:
+        """A leader whose service is gone (the task stopped first, as Nomad stops sidecars
+        last) publishes nothing: let an instance whose service exists take over. The grace
+        of one renew interval lets a deregister-then-register by Nomad pass."""
+        now = time.monotonic()
+        with self._cond:
+            gone = [target for target, since in self._missing_since.items()
+                    if now - since >= self._config.renew_interval]
+        if gone:
+            self._on_cannot_publish(f"service {gone[0]} is no longer registered")
 
     def _reconcile(self, target: str, role: Role, session: str | None) -> bool:
         reply = self._client.call("GET", f"/v1/agent/service/{target}", timeout=5.0, allow=(404,))
         if reply.status == 404:
+            with self._cond:
+                self._missing_since.setdefault(target, time.monotonic())
             return True  # nothing registered, so nothing advertises anything
+        with self._cond:
+            self._missing_since.pop(target, None)
         service = reply.json()
         tags = labelled(
             service.get("Tags") or [], role, self._config.primary_label, self._config.replica_label
@@ -290,6 +320,7 @@ class ServiceTagger:
                 content_hash = new_hash
                 self._mark_dirty()
             if reply.status == 404:
+                self._mark_dirty()  # let the applier notice how long it has been gone
                 self._pause(1.0)  # gone (Nomad deregistered it): look again shortly
 
     def _discovery_loop(self) -> None:
@@ -323,10 +354,7 @@ class ServiceTagger:
         thread.start()
 
     def _is_stopping(self) -> bool:
-        with self._cond:
-            return self._stopping
+        return self._stopped.is_set()
 
     def _pause(self, seconds: float) -> None:
-        with self._cond:
-            if not self._stopping:
-                self._cond.wait(seconds)
+        self._stopped.wait(seconds)

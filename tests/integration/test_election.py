@@ -205,3 +205,35 @@ def test_sigint_stops_a_follower_cleanly(group: Group, observer: HealthObserver)
     assert session not in {s["ID"] for s in sessions}
     assert group.the_primary() is leader
     assert "Traceback" not in follower.logs()
+
+
+def _deregister(sidecar: Sidecar) -> None:
+    url = f"{sidecar.agent}/v1/agent/service/deregister/{sidecar.service_id}"
+    requests.put(url, timeout=2).raise_for_status()
+
+
+def test_leader_whose_service_is_gone_hands_over(group: Group, observer: HealthObserver) -> None:
+    """Nomad stops the main task (and deregisters its service) before the sidecar."""
+    from tests.harness import register_like_nomad
+
+    old = group.wait_single_primary(timeout=3.0)
+    _deregister(old)
+    new = group.wait_single_primary(timeout=SLEEP + 2.0, exclude=old)
+    wait_for(lambda: old.status()["state"] == "NoSession", 2.0, "the old leader without a session")
+    assert old.running()
+    # Its service back: it competes again, as a follower of the new leader.
+    register_like_nomad(old.agent, old.service_id, group.service, 5432)
+    wait_for(lambda: old.status()["state"] == "Follower", 3.0, "the old leader following")
+    assert group.the_primary() is new
+
+
+def test_quick_reregistration_keeps_the_leader(group: Group, observer: HealthObserver) -> None:
+    from tests.harness import register_like_nomad
+
+    leader = group.wait_single_primary(timeout=3.0)
+    session = leader.status()["session"]
+    _deregister(leader)
+    register_like_nomad(leader.agent, leader.service_id, group.service, 5432)
+    wait_for(lambda: "primary" in tags(leader), 2.0, "the primary label back")
+    assert leader.status()["session"] == session
+    assert group.the_primary() is leader
