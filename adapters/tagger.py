@@ -49,6 +49,7 @@ _COPIED_FIELDS = (
 _AUTO_TAGGED_ADDRESSES = ("lan_ipv4", "wan_ipv4", "lan_ipv6", "wan_ipv6", "lan", "wan")
 SESSION_META_KEY = "session"
 DISCOVERY_INTERVAL = 5.0
+NOT_FOUND_LOG_EVERY = 30  # one-second rounds: say so at once, then every 30 s
 
 
 class Role(enum.Enum):
@@ -222,8 +223,6 @@ class ServiceTagger:
     def _reconcile_all(self, role: Role, session: str | None) -> bool:
         if role is Role.PRIMARY and not self._lease_valid():
             return False  # never advertise primary on a lease we cannot vouch for
-        if self._config.alloc_id and not self._config.service_ids and not self.targets():
-            return False  # Nomad has not registered the task's services yet: wait for them
         done = all(self._reconcile(target, role, session) for target in self.targets())
         if role is Role.PRIMARY:
             self._give_up_if_unpublished()
@@ -325,15 +324,30 @@ class ServiceTagger:
 
     def _discovery_loop(self) -> None:
         prefix = f"_nomad-task-{self._config.alloc_id}-"
+        rounds = 0
         while not self._is_stopping():
             try:
-                services = self._client.call("GET", "/v1/agent/services", timeout=5.0).json()
-                self._adopt_targets(alloc_targets(services, prefix, self._config.service_name))
+                reply = self._client.call("GET", "/v1/agent/services", timeout=5.0)
+                found = alloc_targets(reply.json(), prefix, self._config.service_name)
+                self._adopt_targets(found)
+                if not self.targets() and rounds % NOT_FOUND_LOG_EVERY == 0:
+                    self._log_nothing_found(reply.headers)
             except ConsulError as exc:
-                log.warning("service discovery failed", extra={"error": str(exc)})
+                log.log(log_level(exc), "service discovery failed", extra={"error": str(exc)})
             except (AttributeError, TypeError):
                 log.warning("service discovery: unexpected answer from /v1/agent/services")
-            self._pause(DISCOVERY_INTERVAL)
+            rounds += 1
+            self._pause(DISCOVERY_INTERVAL if self.targets() else 1.0)
+
+    def _log_nothing_found(self, headers: Mapping[str, str]) -> None:
+        alloc = self._config.alloc_id
+        if headers.get("X-Consul-Results-Filtered-By-ACLs", "").lower() == "true":
+            log.error(
+                f"no service of allocation {alloc} is visible: the token may lack permission "
+                f"'service:read' on \"{self._config.service_name}\" (Consul filtered the "
+                "answer by ACLs)")
+        else:
+            log.warning(f"waiting for Nomad to register the services of allocation {alloc}")
 
     def _adopt_targets(self, found: list[str]) -> None:
         with self._cond:
