@@ -112,7 +112,12 @@ class TlsError(ConsulUnavailable):
     """The TLS handshake failed (certificate not trusted, name mismatch, client cert refused)."""
 
 
-def log_level(exc: ConsulError) -> int:
+# What parsing an answer of the wrong shape raises (a JSON list where an object belongs, a
+# string where a number does...). Callers treat these like ConsulUnavailable: no answer.
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
+
+
+def log_level(exc: BaseException) -> int:
     """Denials and TLS failures need an operator (a policy or a certificate), so they are
     errors; everything else is a transient fault that retries fix, so a warning."""
     return logging.ERROR if isinstance(exc, ConsulDenied | TlsError) else logging.WARNING

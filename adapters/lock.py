@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulError, Reply, log_level
+from adapters.consul import MALFORMED, ConsulClient, ConsulError, Reply, log_level
+from adapters.threads import start_worker
 from fsm.observation import KeyObservation, classify
 from fsm.states import Event
 from fsm.timing import lock_delay_wait, retry_delay
@@ -73,7 +74,6 @@ class LockWatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last: KeyObservation | None = None
-        self._thread = threading.Thread(target=self._run, name="lock-watcher", daemon=True)
 
     @property
     def last(self) -> KeyObservation | None:
@@ -81,7 +81,7 @@ class LockWatcher:
             return self._last
 
     def start(self) -> None:
-        self._thread.start()
+        start_worker("lock-watcher", self._run, self._stop.is_set, self._stop.wait)
 
     def stop(self) -> None:
         self._stop.set()
@@ -98,7 +98,7 @@ class LockWatcher:
                     timeout=self._config.watch_wait * 1.1 + 5, allow=(404,),
                 )
                 observation = observe(reply)
-            except (ConsulError, ValueError) as exc:
+            except (ConsulError, *MALFORMED) as exc:
                 failures += 1
                 level = log_level(exc) if isinstance(exc, ConsulError) else logging.WARNING
                 # Transient faults are routine for a watch: retries are quiet unless they persist.
@@ -153,10 +153,9 @@ class Acquirer:
         self._requested = False
         self._reassert = False
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="acquirer", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_worker("acquirer", self._run, lambda: self._stopping)
 
     def campaign(self) -> None:
         with self._cond:
@@ -233,7 +232,7 @@ class Acquirer:
             log.log(log_level(exc), "acquire failed", extra={"error": str(exc)})
             return max(1.0 if log_level(exc) == logging.ERROR else 0.0,
                        retry_delay(attempt, 10.0))
-        except ValueError as exc:
+        except MALFORMED as exc:
             self._on_attempt("error")
             log.warning("acquire: unexpected answer", extra={"error": str(exc)})
             return retry_delay(attempt, 10.0)
@@ -262,7 +261,7 @@ class Acquirer:
             self._client.call("PUT", f"/v1/kv/{self._config.kv_path}",
                               params={"acquire": session}, data=self.value_for(session),
                               timeout=5.0)
-        except ConsulError as exc:
+        except (ConsulError, *MALFORMED) as exc:
             log.warning("could not write the lock value back", extra={"error": str(exc)})
 
     def _read(self, path: str) -> KeyObservation:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from adapters.checks import HealthChecks
 from adapters.config import Config
 from adapters.consul import (
+    MALFORMED,
     ConsulClient,
     ConsulDenied,
     ConsulError,
@@ -30,6 +31,7 @@ from adapters.consul import (
     TlsError,
     log_level,
 )
+from adapters.threads import start_worker
 from fsm.states import Event
 from fsm.timing import Lease, retry_delay
 
@@ -87,7 +89,7 @@ class SessionKeeper:
         self._fatal: FatalConfigError | None = None
         self._last_renew_at: float | None = None
         self._next_renew_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="session-keeper", daemon=True)
+        self._thread: threading.Thread | None = None
 
     # -- what other threads may ask -------------------------------------------------------
 
@@ -113,7 +115,7 @@ class SessionKeeper:
             return None if self._last_renew_at is None else self._clock() - self._last_renew_at
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread = start_worker("session-keeper", self._run, lambda: self._stopping)
 
     def want_session(self) -> None:
         """Give up the current session (if any) and make a new one when it is safe."""
@@ -135,7 +137,8 @@ class SessionKeeper:
             self._lock.notify_all()
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def release_and_destroy(self, kv_path: str, timeout: float) -> None:
         """Clean shutdown: release the key first (no lock-delay for the next leader), then
@@ -148,7 +151,7 @@ class SessionKeeper:
             try:
                 self._release_key(item.session, kv_path, timeout)
                 self._destroy(item.session, timeout)
-            except ConsulError as exc:
+            except (ConsulError, *MALFORMED) as exc:
                 log.error("could not release the lock or destroy the session",
                           extra={"session": item.session, "error": str(exc)})
 
@@ -176,7 +179,7 @@ class SessionKeeper:
                 self._fatal = exc
                 self._post(Event.SHUTDOWN, reason=str(exc))
                 return
-            except ConsulError as exc:
+            except (ConsulError, *MALFORMED) as exc:
                 attempt += 1
                 self._back_off(exc, attempt)
 
@@ -190,7 +193,7 @@ class SessionKeeper:
             return 0.0
         return max(0.0, min(self._next_renew_at, self._lease.deadline or now) - now)
 
-    def _back_off(self, exc: ConsulError, attempt: int) -> None:
+    def _back_off(self, exc: Exception, attempt: int) -> None:
         remaining = self.lease_remaining()
         wait = retry_delay(attempt, remaining if remaining else self._config.renew_interval)
         if isinstance(exc, ConsulDenied | ConsulRejected | TlsError):
@@ -219,7 +222,10 @@ class SessionKeeper:
         except ConsulError as exc:
             self._raise_if_fatal(exc)
             raise
-        session = str(reply.json()["ID"])
+        answer = reply.json()
+        session = answer.get("ID") if isinstance(answer, dict) else None
+        if not isinstance(session, str) or not session:
+            raise ValueError("session create answer has no ID")
         with self._lock:
             if self._stopping or not self._want_session:
                 self._abandoned.append(_Abandoned(session, sent_at + 2 * self._config.ttl))
@@ -280,6 +286,10 @@ class SessionKeeper:
             self._on_renew_failed("not_found")
             self._give_up(session, Event.SESSION_LOST, "Consul no longer knows the session")
             return
+        if not _renewed(reply.json(), session):
+            # An answer we cannot read as "renewed" confirms nothing (§1.3: `[session]`).
+            self._on_renew_failed("unavailable")
+            raise ValueError("renew answer does not describe our session")
         answered_at = self._clock()
         with self._lock:
             confirmed = self._session == session and self._lease.confirm(sent_at, answered_at)
@@ -341,3 +351,9 @@ class SessionKeeper:
         if remaining is None:
             return max(0.5, cap)
         return max(0.2, min(cap, remaining))
+
+
+def _renewed(answer: object, session: str) -> bool:
+    """A renew's 200 carries the session back as a one-element array (§1.3)."""
+    return (isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], dict)
+            and answer[0].get("ID") == session)

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulDenied, ConsulError, log_level
+from adapters.consul import MALFORMED, ConsulClient, ConsulDenied, ConsulError, log_level
+from adapters.threads import start_worker
 
 log = logging.getLogger("consul_leader.tagger")
 
@@ -86,6 +87,18 @@ def registration_body(
     body["Tags"] = tags
     body["Meta"] = meta
     return body
+
+
+def _agent_service(answer: Any) -> dict[str, Any]:
+    """The agent's view of one service, checked for the fields we rewrite (§4.2)."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("ID"), str):
+        raise ValueError("not a service definition")
+    tags, meta = answer.get("Tags") or [], answer.get("Meta") or {}
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise ValueError("service Tags is not a list of strings")
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("service Meta is not a map of strings")
+    return answer
 
 
 def alloc_targets(services: Mapping[str, Any], prefix: str, name: str) -> list[str]:
@@ -204,7 +217,7 @@ class ServiceTagger:
             try:
                 done = self._reconcile_all(role, session)
                 attempt = 0
-            except ConsulError as exc:
+            except (ConsulError, *MALFORMED) as exc:
                 attempt += 1
                 done = False
                 self._on_write("denied" if isinstance(exc, ConsulDenied) else "error")
@@ -247,7 +260,7 @@ class ServiceTagger:
             return True  # nothing registered, so nothing advertises anything
         with self._cond:
             self._missing_since.pop(target, None)
-        service = reply.json()
+        service = _agent_service(reply.json())
         tags = labelled(
             service.get("Tags") or [], role, self._config.primary_label, self._config.replica_label
         )
@@ -305,7 +318,7 @@ class ServiceTagger:
                     allow=(404,),
                 )
                 failures = 0
-            except ConsulError as exc:
+            except (ConsulError, *MALFORMED) as exc:
                 failures += 1
                 log.debug("service watch failed", extra={"service_id": target, "error": str(exc)})
                 self._pause(min(5.0, 0.2 * 2**failures))
@@ -334,7 +347,7 @@ class ServiceTagger:
                     self._log_nothing_found(reply.headers)
             except ConsulError as exc:
                 log.log(log_level(exc), "service discovery failed", extra={"error": str(exc)})
-            except (AttributeError, TypeError):
+            except MALFORMED:
                 log.warning("service discovery: unexpected answer from /v1/agent/services")
             rounds += 1
             self._pause(DISCOVERY_INTERVAL if self.targets() else 1.0)
@@ -363,9 +376,7 @@ class ServiceTagger:
     # -- helpers --------------------------------------------------------------------------
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._threads.append(start_worker(name, target, self._is_stopping, self._pause))
 
     def _is_stopping(self) -> bool:
         return self._stopped.is_set()
