@@ -103,6 +103,13 @@ class Sidecar:
         self.acquirer.start()
         log.info("started", extra={"consul": self.config.consul.base_url,
                                    "token_source": self.client.token_source})
+        if self.config.lock_delay < self.config.ttl:
+            # Consul's view stays safe either way; this is about what sidecars believe.
+            log.info("lock-delay is below the TTL: after a node is lost or cut off, its old "
+                     "leader may believe it leads until its own deadline (at most TTL) while "
+                     "another instance already leads; set CONSUL_LEADER_LOCKDELAY to the TTL "
+                     "to rule that out", extra={"lock_delay": self.config.lock_delay_text,
+                                                "ttl": self.config.ttl_text})
 
     def request_shutdown(self, reason: str) -> None:
         self.controller.post(Event.SHUTDOWN, reason=reason)
