@@ -36,7 +36,12 @@ def group(consul: ConsulDouble, tmp_path: Path, request: pytest.FixtureRequest) 
 
 @pytest.fixture
 def observer(group: Group) -> Iterator[HealthObserver]:
-    with HealthObserver(group, period=0.05) as watching:
+    # Consul's health view and every sidecar's /primary and /replica, sampled all along.
+    from tests.integration.support import role_endpoints_checked  # it imports our timings
+
+    with HealthObserver(group, period=0.05) as watching, role_endpoints_checked(
+        lambda: group.sidecars
+    ):
         yield watching
     watching.assert_safe()
 
