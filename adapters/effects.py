@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from adapters.controller import Posted
 from adapters.hooks import HookRunner, LeaderFile
 from adapters.lock import Acquirer
 from adapters.metrics import Metrics
@@ -26,7 +28,7 @@ log = logging.getLogger("consul_leader")
 
 class ControllerView(Protocol):
     @property
-    def current(self) -> object: ...
+    def current(self) -> Posted | None: ...
     def forget_session(self) -> None: ...
 
 
@@ -99,17 +101,20 @@ class RoleEffects:
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _facts(self) -> Mapping[str, Any]:
+        """What the adapter that posted the event being handled observed along with it."""
+        current = self.controller.current if self.controller is not None else None
+        return current.facts if current is not None else {}
+
     def _fact(self, name: str) -> int | None:
-        current = getattr(self.controller, "current", None)
-        value = getattr(current, "facts", {}).get(name) if current is not None else None
+        value = self._facts().get(name)
         return value if isinstance(value, int) else None
 
     def _maybe_reassert(self, t: Transition) -> None:
         """The leader's key value was overwritten by someone else: write ours back."""
         if t.dest is not State.LEADER or t.event is not Event.LOCK_HELD_BY_US:
             return
-        current = getattr(self.controller, "current", None)
-        observation = getattr(current, "facts", {}).get("observation") if current else None
+        observation = self._facts().get("observation")
         session = self._keeper.session
         if isinstance(observation, KeyObservation) and session is not None \
                 and observation.value != self._acquirer.value_for(session):
