@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint diagrams chaos bench clean
+.PHONY: demo test lint diagrams chaos bench bench-double clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(VENV)/.installed
 
 diagrams: $(VENV)/.installed
 	$(PY) -m scripts.draw_diagrams
+
+bench-double: $(VENV)/.installed
+	$(PY) -m tests.consul_double.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

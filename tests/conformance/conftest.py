@@ -11,14 +11,19 @@ Fixtures:
 * `consul`: a ConsulTarget (`.addr`, `.double` or None, request helpers).
 * `double`: the ConsulDouble behind `consul`; skips the test against real Consul.
 * `wait_until`: poll a condition with a deadline (never a bare sleep).
+* `tls_files`: PEM files made with the openssl CLI: a CA, a server certificate for
+  127.0.0.1/localhost and a client certificate from it, and a second ("rogue") CA
+  with its own client certificate.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,6 +59,10 @@ class ConsulTarget:
     def key(self, name: str) -> str:
         """A key unique to this test (so tests against a shared Consul never collide)."""
         return self.prefix + name
+
+    def unique(self, name: str) -> str:
+        """A service or check ID unique to this test, e.g. `db-3f2a9c...`."""
+        return f"{name}-{self.prefix.split('/')[1]}"
 
     # -- HTTP --------------------------------------------------------------
 
@@ -94,17 +103,26 @@ class ConsulTarget:
 
     def register_ttl_check(self, check_id: str, status: str = "passing") -> str:
         """A node-level TTL check on this agent (long TTL: it never expires in a test)."""
-        check_id = f"{check_id}-{self.prefix.split('/')[1]}"
+        check_id = self.unique(check_id)
         body = {"ID": check_id, "Name": check_id, "TTL": "10m", "Status": status}
         response = self.put("/v1/agent/check/register", json=body)
         assert response.status_code == 200, response.text
         self._checks.append(check_id)
         return check_id
 
+    def register_check(self, definition: dict[str, Any]) -> None:
+        response = self.put("/v1/agent/check/register", json=definition)
+        assert response.status_code == 200, response.text
+        self._checks.append(_field(definition, "ID") or _field(definition, "Name"))
+
+    def track_service(self, service_id: str) -> None:
+        """Deregister `service_id` at cleanup (it was registered by another client)."""
+        self._services.append(service_id)
+
     def register_service(self, definition: dict[str, Any]) -> None:
         response = self.put("/v1/agent/service/register", json=definition)
         assert response.status_code == 200, response.text
-        self._services.append(definition.get("ID") or definition["Name"])
+        self._services.append(_field(definition, "ID") or _field(definition, "Name"))
 
     def assert_error(self, response: requests.Response, status: int, text: str) -> None:
         """Consul's code and plain-text body. Real Consul may prefix `rpc error making
@@ -124,6 +142,11 @@ class ConsulTarget:
             self.put(f"/v1/agent/check/deregister/{check_id}")
         self.delete(f"/v1/kv/{self.prefix}?recurse")
         self.http.close()
+
+
+def _field(body: dict[str, Any], name: str) -> str:
+    """A body field matched case-insensitively, as Consul's decoder matches it."""
+    return next((str(value) for key, value in body.items() if key.lower() == name.lower()), "")
 
 
 @pytest.fixture
@@ -176,3 +199,42 @@ def _wait_until(condition: Condition, timeout: float = 10.0, interval: float = 0
 @pytest.fixture
 def wait_until() -> WaitUntil:
     return _wait_until
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    directory = tmp_path_factory.mktemp("conformance-tls")
+    files: dict[str, str] = {}
+    for ca in ("ca", "rogue-ca"):
+        files.update(_make_ca(directory, ca))
+    files.update(_make_leaf(directory, "server", "ca",
+                            "subjectAltName=IP:127.0.0.1,DNS:localhost"))
+    files.update(_make_leaf(directory, "client", "ca", "extendedKeyUsage=clientAuth"))
+    files.update(_make_leaf(directory, "rogue-client", "rogue-ca",
+                            "extendedKeyUsage=clientAuth"))
+    return files
+
+
+_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def _make_ca(directory: Path, name: str) -> dict[str, str]:
+    pem, key = str(directory / f"{name}.pem"), str(directory / f"{name}.key")
+    _openssl("req", "-x509", *_EC_KEY, "-keyout", key, "-out", pem, "-days", "1",
+             "-subj", f"/CN=conformance-{name}")
+    return {f"{name}.pem": pem, f"{name}.key": key}
+
+
+def _make_leaf(directory: Path, name: str, ca: str, extension: str) -> dict[str, str]:
+    pem, key = str(directory / f"{name}.pem"), str(directory / f"{name}.key")
+    csr, extfile = directory / f"{name}.csr", directory / f"{name}.ext"
+    extfile.write_text(extension + "\n")
+    _openssl("req", *_EC_KEY, "-keyout", key, "-out", str(csr), "-subj", f"/CN={name}")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(directory / f"{ca}.pem"),
+             "-CAkey", str(directory / f"{ca}.key"), "-CAcreateserial", "-out", pem,
+             "-days", "1", "-extfile", str(extfile))
+    return {f"{name}.pem": pem, f"{name}.key": key}
+
+
+def _openssl(*arguments: str) -> None:
+    subprocess.run(["openssl", *arguments], check=True, capture_output=True, timeout=60)

@@ -21,6 +21,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 
+from . import events
 from .core import Core, StateError, Txn
 from .durations import SECOND, go_quote
 from .model import (
@@ -190,6 +191,10 @@ class CatalogTable:
             CATALOG_SERVICES_TOPIC,
         )
         self._service_indexes[service.name] = index
+        self._core.journal.record(
+            events.SERVICE_DEREGISTERED, node=node.name, id=service.id, name=service.name,
+            tags=list(service.tags),
+        )
 
     # -- checks --------------------------------------------------------------
 
@@ -264,6 +269,10 @@ class CatalogTable:
         service.modify_index = index
         self._service_indexes[service.name] = index
         node.services[service.id] = service
+        self._core.journal.record(
+            events.SERVICE_REGISTERED, node=node.name, id=service.id, name=service.name,
+            tags=list(service.tags),
+        )
 
     def _refresh_service_fields_of_checks(
         self, txn: Txn, node: NodeRecord, service: ServiceRecord
@@ -306,16 +315,24 @@ class CatalogTable:
         check.create_index = existing.create_index if existing else index
         check.modify_index = index
         self._bump_services_of(txn, node, check)
+        if existing is None or existing.status != check.status:
+            self._core.journal.record(
+                events.CHECK_STATUS, node=node.name, id=check.check_id,
+                old=existing.status if existing else None, new=check.status,
+            )
         if check.status == CRITICAL:
             # ensureCheckTxn: storing a critical check deletes the sessions bound to it.
-            self._sessions.invalidate_bound_to(txn, node.name, [check.check_id])
+            cause = events.CAUSE_NODE if check.check_id == SERF_CHECK_ID else events.CAUSE_CHECK
+            self._sessions.invalidate_bound_to(txn, node.name, [check.check_id], cause)
 
     def _remove_check(self, txn: Txn, node: NodeRecord, check: CheckRecord) -> None:
         self._core.timers.cancel(check.ttl_timer)
         del node.checks[check.check_id]
         txn.changed(CHECKS_TABLE, node_topic(node.name), CHECKS_TOPIC)
         self._bump_services_of(txn, node, check)
-        self._sessions.invalidate_bound_to(txn, node.name, [check.check_id])
+        self._sessions.invalidate_bound_to(
+            txn, node.name, [check.check_id], events.CAUSE_DEREGISTER
+        )
 
     @staticmethod
     def _keep_record(node: NodeRecord, check: CheckRecord) -> None:

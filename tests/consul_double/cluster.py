@@ -9,6 +9,11 @@ default to it, its own serfHealth); one control listener (plain HTTP, see
 control.py) inspects and injects faults. Behaviour follows
 /work/shared/consul-semantics.md; DESIGN.md §5 describes the role.
 
+Inspection: `events(since_mono, kind)` is the event journal (events.py: sessions,
+locks, checks, services, node and server faults, each with monotonic and wall
+clocks), `blocked_queries()` counts requests held in a blocking query, `stats()`
+counts requests per node and endpoint, `snapshot()` is the whole state.
+
 Guarantees: `__exit__` stops every listener and the timer thread and joins
 them, so no thread or socket outlives the `with` block. A failed node's port
 refuses connections until it recovers on the same port.
@@ -42,6 +47,7 @@ from .acl import AclSystem
 from .api import AgentApi
 from .api.common import Settings
 from .control import ControlApi
+from .events import DEFAULT_CAPACITY, EventJournal
 from .faults import NodeFaults
 from .server import Listener
 from .stats import RequestStats
@@ -85,11 +91,12 @@ class ConsulDouble:
         base_port: int = 0,
         control_port: int = 0,
         failover_window: float = DEFAULT_FAILOVER_WINDOW,
+        journal_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         self.node_names = tuple(nodes)
         self.state = ClusterState(
             self.node_names, session_ttl_min=session_ttl_min, rpc_hold_timeout=rpc_hold_timeout,
-            node_address=host,
+            node_address=host, journal=EventJournal(journal_capacity),
         )
         self.acl = acl
         self.failover_window = failover_window
@@ -215,6 +222,18 @@ class ConsulDouble:
                       klass: str | None = None) -> int:
         """E.g. `request_count("n1", "PUT /v1/session/renew/:id")`."""
         return self._stats.count(node, endpoint, klass)
+
+    def events(self, since_mono: float | None = None, kind: str | None = None
+               ) -> list[dict[str, Any]]:
+        """The event journal (see events.py): events with `mono > since_mono`, of `kind`.
+
+        E.g. `events(kind="kv_lock_acquired")[-1]["mono"]` is when the last lock was taken.
+        """
+        return self.state.journal.events(since_mono, kind)
+
+    def blocked_queries(self) -> int:
+        """Requests currently waiting in a blocking query or for a leader."""
+        return self.state.blocked_queries()
 
     def snapshot(self) -> dict[str, Any]:
         snapshot = self.state.snapshot()

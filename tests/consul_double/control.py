@@ -2,6 +2,8 @@
 
     GET    /state                 the cluster state (same JSON as ConsulDouble.snapshot())
     GET    /stats                 request counts per node and endpoint
+    GET    /events                the event journal; `?kind=kv_lock_acquired`, `?since=<mono>`
+    GET    /blocked               {"blocked": n}: requests waiting in a blocking query
     POST   /stats/reset
     POST   /nodes/<node>/fail     serfHealth critical, sessions invalidated, listener refuses
     POST   /nodes/<node>/recover
@@ -33,6 +35,9 @@ class Controllable(Protocol):
 
     def snapshot(self) -> dict[str, Any]: ...
     def stats(self) -> dict[str, Any]: ...
+    def events(self, since_mono: float | None = None, kind: str | None = None
+               ) -> list[dict[str, Any]]: ...
+    def blocked_queries(self) -> int: ...
     def reset_stats(self) -> None: ...
     def fail_node(self, node: str) -> None: ...
     def recover_node(self, node: str) -> None: ...
@@ -76,6 +81,8 @@ class ControlApi:
         simple: dict[tuple[str, ...], tuple[str, Callable[[JsonBody], Any]]] = {
             ("state",): ("GET", lambda body: double.snapshot()),
             ("stats",): ("GET", lambda body: double.stats()),
+            ("events",): ("GET", lambda body: self._events(request)),
+            ("blocked",): ("GET", lambda body: {"blocked": double.blocked_queries()}),
             ("stats", "reset"): ("POST", lambda body: _done(double.reset_stats)),
             ("servers", "down"): ("POST", lambda body: _done(double.servers_down)),
             ("servers", "up"): ("POST", lambda body: _done(double.servers_up)),
@@ -108,6 +115,12 @@ class ControlApi:
             raise ControlError(404, f"unknown node {node!r}")
         act = self._double.fail_node if verb == "fail" else self._double.recover_node
         return lambda body: _done(act, node)
+
+    def _events(self, request: Request) -> Any:
+        since = request.param("since")
+        return self._double.events(
+            since_mono=None if since is None else float(since), kind=request.param("kind")
+        )
 
     def _failover(self, body: JsonBody) -> Any:
         window = body.get("window")

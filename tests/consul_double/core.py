@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from .events import EventJournal
 from .timers import TimerWheel
 from .watch import Topic, WatchHub
 
@@ -64,10 +65,12 @@ class Txn:
 
 
 class Core:
-    """Shared lock, counters, watch hub and timer wheel of one double."""
+    """Shared lock, counters, watch hub, timer wheel and event journal of one double."""
 
-    def __init__(self, timers: TimerWheel, clock: Callable[[], float]) -> None:
+    def __init__(self, timers: TimerWheel, clock: Callable[[], float],
+                 journal: EventJournal | None = None) -> None:
         self.lock = threading.Lock()
+        self.journal = journal if journal is not None else EventJournal()
         self.hub = WatchHub(self.lock)
         self.timers = timers
         self.clock = clock

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from . import events
 from .core import Core, StateError, Txn
 from .durations import SECOND, go_quote
 from .model import KvEntry
@@ -130,6 +131,10 @@ class KvTable:
         else:
             lock_index = existing.lock_index + 1  # step 4
         self._store(txn, KvEntry(key, value, flags, lock_index=lock_index, session=session_id))
+        if existing is None or existing.session != session_id:
+            self._core.journal.record(
+                events.KV_LOCK_ACQUIRED, key=key, session=session_id, lock_index=lock_index
+            )
         return True
 
     def release(
@@ -142,12 +147,13 @@ class KvTable:
         if existing is None or existing.session != session_id:
             return False
         self._store(txn, KvEntry(key, value, flags, lock_index=existing.lock_index))
+        self._record_release(existing, events.CAUSE_RELEASE)
         return True
 
     def delete(self, txn: Txn, key: str) -> None:
         """§2.4 plain DELETE: whoever holds it; a missing key changes nothing."""
         if key in self._entries:
-            self._remove(txn, key)
+            self._delete_by_client(txn, key)
 
     def delete_cas(self, txn: Txn, key: str, index: int) -> bool:
         """§2.4 `?cas`: deletes only at ModifyIndex == index; a missing key answers true."""
@@ -156,13 +162,13 @@ class KvTable:
             return True
         if existing.modify_index != index:
             return False
-        self._remove(txn, key)
+        self._delete_by_client(txn, key)
         return True
 
     def delete_tree(self, txn: Txn, prefix: str) -> None:
         """§2.4 `?recurse`: every key under prefix (the whole KV for an empty prefix)."""
         for key in [key for key in self._entries if key.startswith(prefix)]:
-            self._remove(txn, key)
+            self._delete_by_client(txn, key)
 
     def invalidate_session(
         self, txn: Txn, session_id: str, delete_keys: bool, lock_delay_ns: int
@@ -175,6 +181,7 @@ class KvTable:
             else:
                 self._store(txn, KvEntry(
                     entry.key, entry.value, entry.flags, lock_index=entry.lock_index))
+            self._record_release(entry, events.CAUSE_INVALIDATION)
             if delay_ns > 0:
                 self._lock_delay_until[entry.key] = self._core.clock() + delay_ns / SECOND
 
@@ -187,7 +194,19 @@ class KvTable:
         entry.modify_index = index
         self._entries[entry.key] = entry
 
-    def _remove(self, txn: Txn, key: str) -> None:
+    def _remove(self, txn: Txn, key: str) -> KvEntry:
         index = txn.changed(KVS_TABLE, kv_topic(key))
-        del self._entries[key]
         self._tombstones[key] = index
+        return self._entries.pop(key)
+
+    def _delete_by_client(self, txn: Txn, key: str) -> None:
+        """A client's DELETE: a held key's lock ends with the key."""
+        removed = self._remove(txn, key)
+        if removed.session:
+            self._record_release(removed, events.CAUSE_DELETE)
+
+    def _record_release(self, entry: KvEntry, cause: str) -> None:
+        self._core.journal.record(
+            events.KV_LOCK_RELEASED, key=entry.key, session=entry.session,
+            lock_index=entry.lock_index, cause=cause,
+        )

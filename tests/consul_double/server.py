@@ -9,6 +9,8 @@ Guarantees:
   reopens the same port (a failed node recovering, DESIGN.md §5).
 * With TLS the listening socket is wrapped; each handshake runs on the
   connection's own thread, so a slow or failed handshake blocks nobody else.
+  Plain HTTP sent to a TLS listener gets Go's fixed `400 Client sent an HTTP
+  request to an HTTPS server.` answer, as from a real agent.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class _TrackingServer(ThreadingHTTPServer):
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if isinstance(connection, ssl.SSLSocket):
                 connection.settimeout(_HANDSHAKE_TIMEOUT)
+                if _answered_plain_http(connection):
+                    return
                 connection.do_handshake()
                 connection.settimeout(None)
             self.finish_request(connection, client_address)
@@ -118,6 +122,27 @@ class _TrackingServer(ThreadingHTTPServer):
             threads = list(self._connections.values())
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _answered_plain_http(connection: ssl.SSLSocket) -> bool:
+    """Go's TLS server answers plain HTTP with a 400 instead of a handshake error.
+
+    net/http (`tlsRecordHeaderLooksLikeHTTP`): when the first five bytes where a TLS record
+    header belongs read like an HTTP request line, it writes this fixed HTTP/1.0 answer and
+    closes, before any handler (so the request is not counted in the statistics).
+    """
+    # The plain socket's recv/sendall: no TLS has been spoken on this connection yet.
+    head = socket.socket.recv(connection, 5, socket.MSG_PEEK)
+    if head not in _HTTP_REQUEST_STARTS:
+        return False
+    socket.socket.sendall(connection, _PLAIN_HTTP_TO_HTTPS_ANSWER)
+    return True
+
+
+_HTTP_REQUEST_STARTS = frozenset({b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"})
+_PLAIN_HTTP_TO_HTTPS_ANSWER = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):

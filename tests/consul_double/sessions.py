@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from . import events
 from .core import Core, StateError, Txn
 from .durations import HOUR, SECOND, GoSyntaxError, format_duration, parse_duration
 from .kv import KvTable
@@ -116,6 +117,7 @@ class SessionTable:
         session.create_index = session.modify_index = index
         self._sessions[session.id] = session
         self._arm_ttl_timer(session)
+        self._core.journal.record(events.SESSION_CREATED, id=session.id, node=session.node)
         return session
 
     def renew(self, session_id: str) -> Session | None:
@@ -129,24 +131,32 @@ class SessionTable:
         """§1.3 destroy: idempotent; invalidates like any other cause (§1.5)."""
         session = self._sessions.get(session_id)
         if session is not None:
-            self.invalidate(txn, session)
+            self.invalidate(txn, session, events.CAUSE_DESTROY)
 
-    def invalidate(self, txn: Txn, session: Session) -> None:
-        """§1.5 `deleteSessionTxn`: remove the session, free its keys, apply lock-delay."""
+    def invalidate(self, txn: Txn, session: Session, cause: str) -> None:
+        """§1.5 `deleteSessionTxn`: remove the session, free its keys, apply lock-delay.
+
+        `cause` is the journal's session_invalidated cause (events.CAUSE_*).
+        """
         self._core.timers.cancel(session.ttl_timer)
         session.ttl_timer = None
         del self._sessions[session.id]
         txn.changed(SESSIONS_TABLE, *self._topics(session))
+        self._core.journal.record(
+            events.SESSION_INVALIDATED, id=session.id, node=session.node, cause=cause
+        )
         self._kv.invalidate_session(
             txn, session.id, session.behavior == BEHAVIOR_DELETE, session.lock_delay_ns
         )
 
-    def invalidate_bound_to(self, txn: Txn, node: str, check_ids: Iterable[str]) -> None:
+    def invalidate_bound_to(
+        self, txn: Txn, node: str, check_ids: Iterable[str], cause: str
+    ) -> None:
         """§1.5: a linked check went critical or was deregistered."""
         doomed = set(check_ids)
         for session in self.all():
             if session.node == node and doomed.intersection(session.check_ids()):
-                self.invalidate(txn, session)
+                self.invalidate(txn, session, cause)
 
     def stop_timers(self) -> None:
         """No leader: TTL timers live only on the leader (§1.4), so nothing expires."""
@@ -222,4 +232,4 @@ class SessionTable:
         with self._core.write() as txn:
             session = self._sessions.get(session_id)
             if session is not None and session.ttl_timer is handle:
-                self.invalidate(txn, session)
+                self.invalidate(txn, session, events.CAUSE_TTL)

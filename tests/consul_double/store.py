@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import views
+from . import events, views
 from .catalog import CatalogTable
 from .core import Core, NoClusterLeader, RequestAborted, Txn
 from .durations import seconds_to_duration
+from .events import EventJournal
 from .kv import KvTable
 from .model import KvEntry, NodeRecord, Session
 from .sessions import SessionTable
@@ -71,6 +72,7 @@ class ClusterState:
         rpc_hold_timeout: float = 7.0,
         node_address: str = "127.0.0.1",
         clock: Callable[[], float] = time.monotonic,
+        journal: EventJournal | None = None,
     ) -> None:
         if not node_names:
             raise ValueError("a cluster needs at least one node")
@@ -81,7 +83,8 @@ class ClusterState:
         self.rpc_hold_timeout = rpc_hold_timeout
         self._clock = clock
         self._timers = TimerWheel(clock)
-        self._core = Core(self._timers, clock)
+        self._core = Core(self._timers, clock, journal)
+        self.journal = self._core.journal
         self._nodes: dict[str, NodeRecord] = {}
         self.kv = KvTable(self._core)
         self.sessions = SessionTable(
@@ -260,6 +263,7 @@ class ClusterState:
         self._require_node(name)
         with self._core.write() as txn:
             self._unreachable.add(name)
+            self.journal.record(events.NODE_FAILED, node=name)
             self.catalog.set_node_alive(txn, name, alive=False)
             self._core.hub.publish_all()  # drop the requests in flight on that node
 
@@ -267,22 +271,26 @@ class ClusterState:
         self._require_node(name)
         with self._core.write() as txn:
             self._unreachable.discard(name)
+            self.journal.record(events.NODE_RECOVERED, node=name)
             self.catalog.set_node_alive(txn, name, alive=True)
 
     def servers_down(self) -> None:
         """The servers lose their leader until `servers_up` (or a failover window ends)."""
         with self._core.lock:
+            self.journal.record(events.SERVERS_DOWN)
             self._cancel_election()
             self._lose_leader()
 
     def servers_up(self) -> None:
         with self._core.lock:
+            self.journal.record(events.SERVERS_UP)
             self._cancel_election()
             self._elect_leader()
 
     def servers_failover(self, window: float) -> None:
         """§1.4: the leader changes; no leader for `window` seconds, then timers restart."""
         with self._core.lock:
+            self.journal.record(events.SERVERS_FAILOVER, window=window)
             self._cancel_election()
             self._lose_leader()
             if window <= 0:
@@ -294,6 +302,7 @@ class ClusterState:
         with self._core.lock:
             if self._election is handle:
                 self._election = None
+                self.journal.record(events.LEADER_ELECTED)
                 self._elect_leader()
 
     def _cancel_election(self) -> None:

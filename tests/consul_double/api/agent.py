@@ -101,7 +101,7 @@ def register_service(call: Call) -> Reply:
     check_types = _service_check_types(body)
     service = _service_record(body, name, address)
     specs = _service_check_specs(service, check_types)
-    replace_existing_checks = call.request.has("replace-existing-checks")
+    replace_existing_checks = _replace_existing_checks(call)
     _ = call.authz
     with call.state.write() as txn:
         existing = agent_node(call).services.get(service.id)
@@ -207,6 +207,13 @@ def _service_check_specs(
 
 
 # -- validation and helpers -------------------------------------------------
+
+
+def _replace_existing_checks(call: Call) -> bool:
+    """§4.3: on only when present with an empty value or exactly `true` (`=false`, `=1`: off)."""
+    if not call.request.has("replace-existing-checks"):
+        return False
+    return (call.request.param("replace-existing-checks") or "") in ("", "true")
 
 
 def _is_unspecified_ip(address: str) -> bool:
