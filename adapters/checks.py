@@ -12,6 +12,12 @@ after a renew Consul confirmed within the lease:
   drops an instance whose sidecar can no longer confirm its role (paused, wedged, cut off),
   even while its primary label is still there. If Nomad removes it, the next pass sees 404
   and registers it again.
+
+Order matters. A role check must stop passing *before* the lease check does: otherwise a
+dead leader's session is invalidated (lease check expired), a follower takes over, and the
+dead leader's role check still passes for a moment, listing two primaries. So role checks
+get a shorter TTL than the lease check, and each round passes them first, the lease check
+last. Rounds after a renew run in their own thread, so a slow agent does not hold up renews.
 """
 
 from __future__ import annotations
@@ -19,14 +25,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulError
+from adapters.consul import MALFORMED, ConsulClient, ConsulError, log_level
+from adapters.durations import format_duration
+from adapters.threads import start_worker
 
 log = logging.getLogger("consul_leader.checks")
 
 LEASE_SERVICE_NAME = "consul-leader"
 LEASE_SERVICE_REAP_AFTER = "10m"
+
+
+def role_check_ttl(ttl: float, renew_interval: float) -> float:
+    """Shorter than the lease check's TTL by up to 1 s, within the slack renews leave."""
+    return ttl - min(1.0, (ttl - renew_interval) / 2)
 
 
 class HealthChecks:
@@ -43,8 +57,13 @@ class HealthChecks:
         self._enabled = config.health_check
         self.lease_service_id = f"consul-leader-{instance}"
         self._lease_check_id = f"consul-leader:lease:{instance}"
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._registered: set[str] = set()
+        self._role_ttl_text = format_duration(role_check_ttl(config.ttl, config.renew_interval))
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="check-pass")
+        self._round_wanted: tuple[bool, str] | None = None
+        self._stopping = False
+        self._gate: Callable[[], bool] = lambda: False
 
     @property
     def lease_check_id(self) -> str | None:
@@ -69,23 +88,69 @@ class HealthChecks:
             if not self._is_registered(check_id):
                 self._register_role_check(target, check_id)
 
-    def pass_all(self, note: str) -> None:
-        """Pass every check; one that Consul lost is registered again, passing."""
+    def pass_all(self, note: str, *, roles: bool = True,
+                 gate: Callable[[], bool] = lambda: True) -> None:
+        """One round, now: role checks (if `roles`) at once, then the lease check. Each pass
+        is sent only while `gate()` holds. A check Consul lost is registered again."""
         if not self._enabled:
             return
         self.ensure_registered()
-        for check_id in self._check_ids():
-            reply = self._client.call(
-                "PUT",
-                f"/v1/agent/check/pass/{check_id}",
-                params={"note": note},
-                timeout=self._timeout(),
-                allow=(404,),
-            )
-            if reply.status == 404:
-                with self._lock:
-                    self._registered.discard(check_id)
-                self.ensure_registered()
+        failures: list[Exception] = []
+        if roles:
+            role_ids = [self.role_check_id(t) for t in self._targets()]
+            futures = [self._pool.submit(self._pass, check_id, note, gate) for check_id in role_ids]
+            failures = [exc for f in futures if isinstance(exc := f.exception(), Exception)]
+        # Last, and even if a role pass failed: a missed role pass only makes that instance
+        # look unhealthy for a while, a missed lease pass would cost the session.
+        self._pass(self._lease_check_id, note, gate)
+        if failures:
+            raise failures[0]
+
+    def start_passer(self, gate: Callable[[], bool]) -> None:
+        """Rounds requested with `request_round` run in a thread of their own, gated."""
+        self._gate = gate
+        start_worker("check-passer", self._passer_loop, lambda: self._stopping)
+
+    def request_round(self, note: str, *, roles: bool) -> None:
+        with self._lock:
+            self._round_wanted = (roles, note)
+            self._lock.notify_all()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _passer_loop(self) -> None:
+        while True:
+            with self._lock:
+                while self._round_wanted is None and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                wanted, self._round_wanted = self._round_wanted, None
+            if wanted is None:
+                continue
+            roles, note = wanted
+            try:
+                self.pass_all(note, roles=roles, gate=self._gate)
+            except (ConsulError, *MALFORMED) as exc:
+                # The next renew asks for another round; the TTLs leave room for a miss.
+                log.log(log_level(exc), "passing the health checks failed",
+                        extra={"error": str(exc)})
+
+    def _pass(self, check_id: str, note: str, gate: Callable[[], bool]) -> None:
+        if not gate():
+            return  # the state this pass would vouch for is no longer confirmed
+        reply = self._client.call(
+            "PUT", f"/v1/agent/check/pass/{check_id}", params={"note": note},
+            timeout=self._timeout(), allow=(404,),
+        )
+        if reply.status == 404:
+            with self._lock:
+                self._registered.discard(check_id)
+            self.ensure_registered()
 
     def deregister_all(self, timeout: float) -> None:
         """Clean shutdown: take our checks and our own service away (best effort)."""
@@ -98,9 +163,6 @@ class HealthChecks:
             self._registered.clear()
 
     # -- internals ------------------------------------------------------------------------
-
-    def _check_ids(self) -> list[str]:
-        return [self._lease_check_id, *(self.role_check_id(t) for t in self._targets())]
 
     def _is_registered(self, check_id: str) -> bool:
         with self._lock:
@@ -121,7 +183,8 @@ class HealthChecks:
                 "Name": "consul-leader lease",
                 "Notes": "Passed after each confirmed session renew; the session is bound to it.",
                 "TTL": self._config.ttl_text,
-                "Status": "passing",
+                # Critical until a gated pass vouches for it (an existing check keeps its status).
+                "Status": "critical",
                 # A crashed sidecar's own service would otherwise stay, critical, for ever.
                 "DeregisterCriticalServiceAfter": LEASE_SERVICE_REAP_AFTER,
             },
@@ -137,8 +200,8 @@ class HealthChecks:
             "Name": "consul-leader role confirmed",
             "ServiceID": target,
             "Notes": "Critical when the consul-leader sidecar cannot confirm this instance's role.",
-            "TTL": self._config.ttl_text,
-            "Status": "passing",
+            "TTL": self._role_ttl_text,
+            "Status": "critical",
         }
         reply = self._client.call(
             "PUT",

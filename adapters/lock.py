@@ -53,6 +53,13 @@ def observe(reply: Reply) -> KeyObservation:
     )
 
 
+def fencing_token(observation: KeyObservation) -> int:
+    """The key's ModifyIndex as seen while we hold it: a Raft index, so it only grows from one
+    holder to the next, even across a delete or a plain PUT of the key. LockIndex does not:
+    a plain PUT resets it and a delete discards it (consul-semantics §2.3, §2.4)."""
+    return observation.modify_index
+
+
 def next_index(previous: int, reported: int | None) -> int:
     """Consul's advice for blocking loops: reset when the index goes backwards or is bogus."""
     if reported is None or reported < 1:
@@ -115,6 +122,18 @@ class LockWatcher:
             index = new_index
             self._report(observation)
 
+    def confirm(self, session: str, timeout: float) -> bool:
+        """Read the key with ?consistent now: is it still held by `session`?
+
+        The leader asks this in every renew cycle, so that a lost key is noticed even when
+        the blocking watch is slow or stuck; what it sees is posted like any observation.
+        Raises ConsulError (or a MALFORMED error) when Consul cannot say."""
+        reply = self._client.call("GET", f"/v1/kv/{self._config.kv_path}",
+                                  params={"consistent": ""}, timeout=timeout, allow=(404,))
+        observation = observe(reply)
+        self._report(observation)
+        return observation.session == session
+
     def _report(self, observation: KeyObservation) -> None:
         with self._lock:
             self._last = observation
@@ -122,9 +141,15 @@ class LockWatcher:
         if session is None:
             return
         event = classify(observation, session)
-        extra = {"fencing_token": observation.lock_index} if event is Event.LOCK_HELD_BY_US else {}
         self._post(event, reason=_describe(observation), session=session,
-                   observation=observation, **extra)
+                   **_facts(event, observation))
+
+
+def _facts(event: Event, observation: KeyObservation) -> dict[str, object]:
+    """What goes with an observed event: the observation, and our fencing token if ours."""
+    if event is Event.LOCK_HELD_BY_US:
+        return {"observation": observation, "fencing_token": fencing_token(observation)}
+    return {"observation": observation}
 
 
 def _describe(observation: KeyObservation) -> str:
@@ -216,7 +241,7 @@ class Acquirer:
                                       data=self.value_for(session), timeout=5.0)
             acquired = reply.json() is True
             if acquired:
-                fencing = self._read(path).lock_index
+                fencing = fencing_token(self._read(path))
                 self._on_attempt("acquired")
                 self._post(Event.LOCK_ACQUIRED, reason="acquire answered true",
                            session=session, fencing_token=fencing)
@@ -251,9 +276,8 @@ class Acquirer:
             self._on_attempt("error")
             return 0.05  # deleted between our acquire and our read: just try again
         self._on_attempt("held" if event is Event.LOCK_HELD_BY_OTHER else "acquired")
-        extra = {"fencing_token": observation.lock_index} if event is Event.LOCK_HELD_BY_US else {}
         self._post(event, reason=_describe(observation), session=session,
-                   observation=observation, **extra)
+                   **_facts(event, observation))
         return None
 
     def _rewrite_value(self, session: str) -> None:

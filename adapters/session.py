@@ -68,6 +68,7 @@ class SessionKeeper:
         checks: HealthChecks,
         *,
         untag_confirmed: Callable[[], bool],
+        confirm_role: Callable[[str, float], bool] = lambda session, timeout: True,
         on_renewed: Callable[[float], None] = lambda seconds: None,
         on_renew_failed: Callable[[str], None] = lambda reason: None,
         clock: Callable[[], float] = time.monotonic,
@@ -77,6 +78,7 @@ class SessionKeeper:
         self._post = post
         self._checks = checks
         self._untag_confirmed = untag_confirmed
+        self._confirm_role = confirm_role
         self._on_renewed = on_renewed
         self._on_renew_failed = on_renew_failed
         self._clock = clock
@@ -115,6 +117,7 @@ class SessionKeeper:
             return None if self._last_renew_at is None else self._clock() - self._last_renew_at
 
     def start(self) -> None:
+        self._checks.start_passer(self.lease_valid)
         self._thread = start_worker("session-keeper", self._run, lambda: self._stopping)
 
     def want_session(self) -> None:
@@ -212,7 +215,7 @@ class SessionKeeper:
                 self._next_renew_at = self._clock() + 0.05
             return
         self._checks.ensure_registered()
-        self._checks.pass_all("session being created")
+        self._checks.pass_all("session being created", gate=self._untag_confirmed)
         sent_at = self._clock()
         body = self._session_body()
         try:
@@ -300,7 +303,14 @@ class SessionKeeper:
             self._give_up(session, Event.LEASE_EXPIRED, "renew answered after the lease deadline")
             return
         self._on_renewed(answered_at - sent_at)
-        self._checks.pass_all("lease renewed")
+        # A leader vouches for its primary label only when it has just seen the key held by
+        # its own session; if Consul cannot say, retry like a failed renew (within the lease).
+        try:
+            roles = self._confirm_role(session, self._request_timeout())
+        except (ConsulError, *MALFORMED):
+            self._checks.request_round("lease renewed; role unconfirmed", roles=False)
+            raise
+        self._checks.request_round("lease renewed", roles=roles)
 
     def _give_up(self, session: str, event: Event, reason: str) -> None:
         with self._lock:
@@ -346,8 +356,10 @@ class SessionKeeper:
         self._client.call("PUT", f"/v1/session/destroy/{session}", timeout=timeout)
 
     def _request_timeout(self) -> float:
+        """Long enough for a slow Consul, never past the lease: a renew answered after the
+        deadline is worthless anyway."""
+        cap = min(5.0, max(self._config.renew_interval, self._config.ttl / 2))
         remaining = self.lease_remaining()
-        cap = min(5.0, self._config.renew_interval)
         if remaining is None:
             return max(0.5, cap)
         return max(0.2, min(cap, remaining))

@@ -71,6 +71,7 @@ class Sidecar:
             config, self.client, post, self.checks,
             untag_confirmed=lambda: self.tagger.confirmed(Role.REPLICA)
             and self.tagger.publishable(),
+            confirm_role=self._confirm_role,
             on_renewed=self.metrics.session_renewed,
             on_renew_failed=self.metrics.session_renew_failed,
         )
@@ -90,6 +91,14 @@ class Sidecar:
         self.controller.attach(LeaderMachine(self.effects))
         self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
                               if config.listen else None)
+
+    def _confirm_role(self, session: str, timeout: float) -> bool:
+        """May this renew's health-check round vouch for our role? Followers and candidates
+        publish only the replica label, which is never harmful; a leader must still hold
+        the key right now."""
+        if self.controller.state is not State.LEADER:
+            return True
+        return self.watcher.confirm(session, timeout)
 
     # -- running --------------------------------------------------------------------------
 
@@ -141,6 +150,7 @@ class Sidecar:
         except ConsulError as exc:
             log.error("could not release the lock or destroy the session",
                       extra={"error": str(exc)})
+        self.checks.stop()
         self.checks.deregister_all(left(0.5))
         self.tagger.stop()
         self.hooks.drain(left(1.0))
@@ -164,4 +174,5 @@ class Sidecar:
             last_renew_age=self.keeper.last_renew_age(),
             lease_remaining=self.keeper.lease_remaining(),
             loop_alive=self.controller.loop_alive(),
+            published=self.tagger.confirmed(Role.PRIMARY),
         )

@@ -77,13 +77,15 @@ class StatusSnapshot:
     last_renew_age: float | None  # seconds since the last confirmed renew; None if never
     lease_remaining: float | None  # seconds until the local lease deadline; None if no lease
     loop_alive: bool  # control loop heartbeat is fresh
+    published: bool = True  # Consul shows the primary label on every target (when Leader)
 
     def lease_valid(self) -> bool:
         return self.lease_remaining is not None and self.lease_remaining > 0
 
     def is_primary(self) -> bool:
-        """True only while Leader with an unexpired lease: what clients may route writes to."""
-        return self.state == LEADER and self.lease_valid()
+        """True only while Leader with an unexpired lease and the primary label published:
+        what clients may route writes to."""
+        return self.state == LEADER and self.lease_valid() and self.published
 
     def healthy(self) -> tuple[bool, str]:
         """(healthy, reason). Unhealthy when the loop is wedged or we are a stale leader."""
@@ -103,6 +105,7 @@ class StatusSnapshot:
             "last_renew_age": self.last_renew_age,
             "lease_remaining": self.lease_remaining,
             "holder": self.holder,
+            "published": self.published,
             "healthy": self.healthy()[0],
         }
 

@@ -274,16 +274,70 @@ class ServiceTagger:
             return True
         if role is Role.PRIMARY and not self._lease_valid():
             return False
+        adds_primary = self._config.primary_label not in (service.get("Tags") or [])
+        if role is Role.PRIMARY and adds_primary and self._another_primary(service, target):
+            return False
         body = registration_body(service, tags, meta)
         self._client.call("PUT", "/v1/agent/service/register", json_body=body, timeout=5.0)
-        with self._cond:
-            self._verified.add(target)
         self._on_write("ok")
+        if not self._is_verified(target):
+            # We may write it; can we also see who else is primary (see _another_primary)?
+            if self._health_of(service, target) is None:
+                return False
+            with self._cond:
+                self._verified.add(target)
         log.info(
             "labels written",
             extra={"service_id": target, "role": role.value, "tags": ",".join(tags)},
         )
         return True
+
+    def _another_primary(self, service: Mapping[str, Any], target: str) -> bool:
+        """Does Consul still list another instance as a passing primary?
+
+        Normally the old leader took its label off before letting the key go. But when the
+        key changed hands behind its back (deleted, say, while it could not hear its agent),
+        it still looks primary until its role check expires. Publishing now would list two
+        primaries, so wait: that check stops passing within a TTL.
+        """
+        entries = self._health_of(service, target)
+        if entries is None:
+            return True
+        others = sorted(entry["Service"]["ID"] for entry in entries
+                        if self._is_passing_primary(entry)
+                        and entry["Service"]["ID"] not in self.targets())
+        if others:
+            log.info("waiting for another passing primary to go before labelling ours",
+                     extra={"service_id": target, "others": ",".join(others)})
+        return bool(others)
+
+    def _health_of(self, service: Mapping[str, Any], target: str) -> list[Any] | None:
+        """Every instance of the target's service with its checks, or None when the answer
+        leaves instances out (ACLs): then nobody can tell whether another one is primary.
+
+        All instances are asked for, not just `?tag=&passing` ones, so that an answer hidden
+        by ACLs shows (our own instance missing) instead of looking like "no other primary".
+        """
+        name = str(service.get("Service") or "")
+        reply = self._client.call("GET", f"/v1/health/service/{name}", timeout=5.0)
+        entries = reply.json()
+        if not isinstance(entries, list):
+            raise ValueError("health answer is not a list")
+        listed = {entry["Service"]["ID"] for entry in entries}
+        filtered = reply.headers.get("X-Consul-Results-Filtered-By-ACLs", "").lower() == "true"
+        if filtered or target not in listed:
+            log.error("cannot check that no other instance is primary: Consul's answer leaves "
+                      "instances out; the token may lack permission 'node:read' on \"\" "
+                      f"(every node) or permission 'service:read' on \"{name}\"")
+            return None
+        return entries
+
+    def _is_passing_primary(self, entry: Mapping[str, Any]) -> bool:
+        # As ?tag= and ?passing would judge it (§5): tags case-insensitively, every check.
+        tags = {str(tag).lower() for tag in entry["Service"].get("Tags") or []}
+        checks = entry.get("Checks") or []
+        return self._config.primary_label.lower() in tags and all(
+            check.get("Status") == "passing" for check in checks)
 
     def _is_verified(self, target: str) -> bool:
         with self._cond:

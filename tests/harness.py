@@ -142,13 +142,13 @@ class Sidecar:
         """/primary answers 200 only as Leader, /replica only as Follower.
 
         None when the state changed while we asked (try again)."""
-        before = self.status()["state"]
+        before = self.status()
         primary, replica = self.endpoint("/primary"), self.endpoint("/replica")
-        if self.status()["state"] != before:
+        after = self.status()
+        if (before["state"], before["published"]) != (after["state"], after["published"]):
             return None
-        return (primary == 200) == (before == "Leader") and (replica == 200) == (
-            before == "Follower"
-        )
+        leading = before["state"] == "Leader" and before["published"]
+        return (primary == 200) == leading and (replica == 200) == (before["state"] == "Follower")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -10,9 +10,9 @@
 # binding rule gives the sidecar task's token (see deploy/nomad/README.md).
 #
 # Not granted, because the sidecar never asks for it: agent (it does not call /v1/agent/self;
-# the session's node defaults to the local agent's), node read or write, reads of other
-# services, operator, acl, keyring, and write on any other key or service. Every rule below is
-# needed: the tests remove each in turn and the sidecar then refuses to lead.
+# the session's node defaults to the local agent's), node write, reads of other services,
+# operator, acl, keyring, and write on any other key or service. Every rule below is needed:
+# the tests remove each in turn and the sidecar then refuses to lead.
 # Clients that look the primary up (health/service/postgres?tag=primary&passing) need read
 # rules of their own: see primary-lookup-policy.hcl.
 
@@ -51,4 +51,13 @@ service "postgres" {
 #   PUT /v1/agent/service/deregister/<id> on shutdown.
 service "consul-leader" {
   policy = "write"
+}
+
+# Before it labels itself primary, a new leader asks whether Consul still lists another
+# passing primary (GET /v1/health/service/postgres?tag=primary&passing) and waits until it
+# does not: this covers a key that changed hands behind the old leader's back. Health answers
+# are filtered by node:read (service:read comes with the write rule above); without it the
+# answer is silently empty, so the sidecar refuses to publish and says which rule is missing.
+node_prefix "" {
+  policy = "read"
 }

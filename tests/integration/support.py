@@ -410,6 +410,7 @@ class RoleSample:
     primary: int
     replica: int
     lease_left: float | None  # lower bound of the lease left when /primary was asked
+    published: bool = True  # the Leader's label is on its service(s) in Consul
 
 
 @dataclass
@@ -467,11 +468,14 @@ class RoleEndpointProbe:
             elapsed = time.monotonic() - asked
         except (requests.RequestException, ValueError):
             return None  # stopped, paused or exiting: nothing to compare
-        if (before["state"], before["since"]) != (after["state"], after["since"]):
+        if (before["state"], before["since"], before.get("published")) != (
+            after["state"], after["since"], after.get("published")
+        ):
             return None
         lease = before.get("lease_remaining")
         sample = RoleSample(sidecar.name, before["state"], primary, replica,
-                            None if lease is None else lease - elapsed)
+                            None if lease is None else lease - elapsed,
+                            bool(before.get("published", True)))
         self.samples.append(sample)
         self.violations.extend(role_violations(sample, self.lease_margin))
         return sample
@@ -501,7 +505,7 @@ def role_violations(sample: RoleSample, lease_margin: float) -> list[str]:
     if sample.primary == 200 and not leading:
         problems.append(f"{sample.sidecar}: /primary 200 in state {sample.state}")
     confident = sample.lease_left is not None and sample.lease_left >= lease_margin
-    if leading and confident and sample.primary != 200:
+    if leading and confident and sample.published and sample.primary != 200:
         problems.append(f"{sample.sidecar}: /primary {sample.primary} while Leader with "
                         f"{sample.lease_left:.2f}s of lease left")
     if (sample.replica == 200) != (sample.state == "Follower"):

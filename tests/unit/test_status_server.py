@@ -198,8 +198,15 @@ def test_status_reports_every_field(sidecar: Sidecar) -> None:
     assert response.json() == {
         "state": "Leader", "since": 1_700_000_000.0, "session": "sess-1",
         "key": "consul-leader/db/lock", "fencing_token": 12, "last_renew_age": 2.0,
-        "lease_remaining": 13.0, "holder": "sess-1", "healthy": True,
+        "lease_remaining": 13.0, "holder": "sess-1", "published": True, "healthy": True,
     }
+
+
+def test_primary_waits_for_the_label_to_be_published(sidecar: Sidecar) -> None:
+    sidecar.snapshot = dataclasses.replace(LEADER, published=False)
+    assert sidecar.get("/primary").status_code == 503
+    sidecar.snapshot = LEADER
+    assert sidecar.get("/primary").status_code == 200
 
 
 @pytest.mark.parametrize("state", STATES)
