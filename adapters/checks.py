@@ -39,8 +39,10 @@ LEASE_SERVICE_REAP_AFTER = "10m"
 
 
 def role_check_ttl(ttl: float, renew_interval: float) -> float:
-    """Shorter than the lease check's TTL by up to 1 s, within the slack renews leave."""
-    return ttl - min(1.0, (ttl - renew_interval) / 2)
+    """A little shorter than the lease check's TTL. The two are passed one round trip apart,
+    so a small margin orders their expiry; a large one would eat into the outage a leader
+    must survive (TTL - SLEEP), since the role check must not lapse during it either."""
+    return ttl - min(0.25, (ttl - renew_interval) / 4)
 
 
 class HealthChecks:

@@ -81,6 +81,8 @@ class LockWatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last: KeyObservation | None = None
+        self._held_by: str | None = None  # holder in the latest observation, and when seen
+        self._held_seen_at = float("-inf")
 
     @property
     def last(self) -> KeyObservation | None:
@@ -122,12 +124,18 @@ class LockWatcher:
             index = new_index
             self._report(observation)
 
-    def confirm(self, session: str, timeout: float) -> bool:
-        """Read the key with ?consistent now: is it still held by `session`?
+    def confirm(self, session: str, timeout: float, max_age: float) -> bool:
+        """Is the key still held by `session`, as seen within the last `max_age` seconds?
 
-        The leader asks this in every renew cycle, so that a lost key is noticed even when
-        the blocking watch is slow or stuck; what it sees is posted like any observation.
-        Raises ConsulError (or a MALFORMED error) when Consul cannot say."""
+        The leader asks this before each renew vouches for its role. The blocking watch
+        answers at once when the key changes, but a slow or stuck watch would go on vouching
+        for a key we lost; so when nothing has shown the key ours for `max_age`, read it with
+        ?consistent (what it sees is posted like any observation). Raises ConsulError (or a
+        MALFORMED error) when Consul cannot say."""
+        with self._lock:
+            fresh = (self._held_by, time.monotonic() - self._held_seen_at)
+        if fresh[0] == session and fresh[1] <= max_age:
+            return True
         reply = self._client.call("GET", f"/v1/kv/{self._config.kv_path}",
                                   params={"consistent": ""}, timeout=timeout, allow=(404,))
         observation = observe(reply)
@@ -137,6 +145,8 @@ class LockWatcher:
     def _report(self, observation: KeyObservation) -> None:
         with self._lock:
             self._last = observation
+            self._held_by = observation.session
+            self._held_seen_at = time.monotonic()
         session = self._session()
         if session is None:
             return

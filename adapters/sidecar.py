@@ -98,7 +98,9 @@ class Sidecar:
         the key right now."""
         if self.controller.state is not State.LEADER:
             return True
-        return self.watcher.confirm(session, timeout)
+        # Re-reading at most once per TTL keeps a leader's server-bound load below the old
+        # polling loop's; the new leader's own check (tagger) covers the rest of the window.
+        return self.watcher.confirm(session, timeout, max_age=self.config.ttl)
 
     # -- running --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -45,10 +46,29 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
+_LISTEN_PORTS = range(20000, 32000)  # below Linux's ephemeral range (32768-60999)
+_handed_out: set[int] = set()
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port for a process to listen on later. Port 0 would come from the ephemeral range,
+    where any outgoing connection may take it before the process binds it; so pick one
+    below it, check it is free now, and never hand it out twice in this process."""
+    with _port_lock:
+        start = random.randrange(len(_LISTEN_PORTS))
+        for offset in range(len(_LISTEN_PORTS)):
+            port = _LISTEN_PORTS[(start + offset) % len(_LISTEN_PORTS)]
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free listening port left")
 
 
 def nomad_service_id(alloc_id: str, task: str, service: str, port_label: str = "db") -> str:
