@@ -24,6 +24,12 @@ lint: $(VENV)/.installed
 diagrams: $(VENV)/.installed
 	$(PY) -m scripts.draw_diagrams
 
+chaos: $(VENV)/.installed
+	$(PY) -m scripts.chaos --out out/chaos
+
+bench: $(VENV)/.installed
+	$(PY) -m bench --json out/bench.json
+
 bench-double: $(VENV)/.installed
 	$(PY) -m tests.consul_double.bench
 
