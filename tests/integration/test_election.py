@@ -218,7 +218,8 @@ def test_leader_whose_service_is_gone_hands_over(group: Group, observer: HealthO
 
     old = group.wait_single_primary(timeout=3.0)
     _deregister(old)
-    new = group.wait_single_primary(timeout=SLEEP + 2.0, exclude=old)
+    # One renew interval of grace for a re-registration, then the usual takeover.
+    new = group.wait_single_primary(timeout=SLEEP + TTL + 1.0, exclude=old)
     wait_for(lambda: old.status()["state"] == "NoSession", 2.0, "the old leader without a session")
     assert old.running()
     # Its service back: it competes again, as a follower of the new leader.
