@@ -176,6 +176,7 @@ NO_ANSWER_COLOUR = "#bdbdbd"
 FAULT_COLOUR = "#c62828"
 
 LEFT, RIGHT, TOP = 170, 30, 76
+MAX_LABEL = 60  # characters of a fault's label drawn (fuzzed mutations can be long)
 LANE, GAP, LABEL_ROW = 22, 6, 15
 
 
@@ -237,14 +238,15 @@ def timeline_svg(result: RunResult, title: str) -> str:
     lane_names = [*timeline.lanes, "consul"]
     lanes_bottom = lanes_top + len(lane_names) * (LANE + GAP)
     height = lanes_bottom + 110
-    width = LEFT + plot + RIGHT
+    texts = [title, *_subtitle(result)]
+    width = max(LEFT + plot + RIGHT, max(len(t) for t in texts) * 7.5 + 20)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
         _hatch_pattern(),
         f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
-        f'<text x="10" y="20" font-size="15" font-weight="bold">{escape(title)}</text>',
-        *(f'<text x="10" y="{38 + 17 * i}">{escape(line)}</text>'
+        f'<text x="10" y="20" font-size="15" font-weight="bold">{_xml_text(title)}</text>',
+        *(f'<text x="10" y="{38 + 17 * i}">{_xml_text(line)}</text>'
           for i, line in enumerate(_subtitle(result))),
     ]
     for index, lane in enumerate(timeline.lanes):
@@ -258,7 +260,7 @@ def timeline_svg(result: RunResult, title: str) -> str:
         out.append(_rect(x(segment.start), y, x(segment.end), _primary_colour(segment.key)))
         if segment.text and x(segment.end) - x(segment.start) > 8 * len(segment.text):
             out.append(f'<text x="{x(segment.start) + 3:.1f}" y="{y + 15}" fill="#ffffff">'
-                       f'{escape(segment.text)}</text>')
+                       f'{_xml_text(segment.text)}</text>')
     out += _faults(timeline, x, fault_rows, lanes_top, lanes_bottom)
     out += _axis(start, end, x, lanes_bottom)
     out += _legend(lanes_bottom + 48, width)
@@ -282,7 +284,7 @@ def _subtitle(result: RunResult) -> list[str]:
 
 
 def _label(y: float, text: str) -> str:
-    return f'<text x="10" y="{y + 15}">{escape(text)}</text>'
+    return f'<text x="10" y="{y + 15}">{_xml_text(text)}</text>'
 
 
 def _rect(x0: float, y: float, x1: float, colour: str) -> str:
@@ -322,7 +324,13 @@ def _fault_label_rows(timeline: Timeline, x: Any) -> dict[int, int]:
 
 
 def _fault_text(label: str, target: str | None) -> str:
-    return f"{label} ({target})" if target else label
+    short = label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 3] + "..."
+    return f"{short} ({target})" if target else short
+
+
+def _xml_text(text: str) -> str:
+    """Escaped, without the control characters XML forbids (fuzzed labels may carry them)."""
+    return escape("".join(ch for ch in text if ch >= " " or ch in "\t\n"))
 
 
 def _faults(timeline: Timeline, x: Any, rows: dict[int, int], top: float,
@@ -341,7 +349,7 @@ def _faults(timeline: Timeline, x: Any, rows: dict[int, int], top: float,
         out.append(f'<line x1="{x0:.2f}" y1="{label_y + 3}" x2="{x0:.2f}" y2="{bottom}" '
                    f'stroke="{FAULT_COLOUR}" stroke-width="1.5" stroke-dasharray="4,2"/>')
         out.append(f'<text x="{x0 + 3:.2f}" y="{label_y}" fill="{FAULT_COLOUR}">'
-                   f'{escape(_fault_text(fault.label, fault.target))}</text>')
+                   f'{_xml_text(_fault_text(fault.label, fault.target))}</text>')
     return out
 
 
@@ -377,6 +385,6 @@ def _legend(y: float, width: float) -> list[str]:
         fill = "url(#hatch)" if colour == NO_ANSWER_COLOUR else colour
         out.append(f'<rect x="{cursor:.0f}" y="{y}" width="14" height="14" fill="{fill}" '
                    f'stroke="#9e9e9e" stroke-width="0.5"/>')
-        out.append(f'<text x="{cursor + 18:.0f}" y="{y + 12}">{escape(name)}</text>')
+        out.append(f'<text x="{cursor + 18:.0f}" y="{y + 12}">{_xml_text(name)}</text>')
         cursor += 30 + 7 * len(name)
     return out

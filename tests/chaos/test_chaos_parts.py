@@ -357,10 +357,10 @@ def test_the_picture_is_svg_with_a_lane_per_sidecar_faults_and_red_overlap() -> 
     for t in range(0, 40):
         status(timeline, "b", t / 10, FOLLOWER if t < 15 else LEADER, since=0 if t < 15 else 1.5)
         health(timeline, t / 10, *((A,) if t < 15 else (A, B) if t < 20 else (B,)))
-    timeline.mark(FaultMark("SIGSTOP <1>", start=1.0, end=2.0, target="a"))
+    timeline.mark(FaultMark("SIGSTOP <1>\x01", start=1.0, end=2.0, target="a"))
     timeline.end = 4.0
     svg = timeline_svg(run_result(timeline, ["two passing primaries"]), "demo & title")
-    root = ElementTree.fromstring(svg)  # well-formed, escaped
+    root = ElementTree.fromstring(svg)  # well-formed: escaped, no control characters
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert {"a on node n1", "b on node n2", "Consul: passing primaries"} <= set(texts)
     assert "SIGSTOP <1> (a)" in texts
