@@ -16,8 +16,8 @@ after a renew Consul confirmed within the lease:
 Order matters. A role check must stop passing *before* the lease check does: otherwise a
 dead leader's session is invalidated (lease check expired), a follower takes over, and the
 dead leader's role check still passes for a moment, listing two primaries. So role checks
-get a shorter TTL than the lease check, and each round passes them first, the lease check
-last. Rounds after a renew run in their own thread, so a slow agent does not hold up renews.
+get a shorter TTL than the lease check; each round passes all checks at once (in a row, a
+slow agent would let the lease check lapse), in a thread of its own so renews go on.
 """
 
 from __future__ import annotations
@@ -92,19 +92,19 @@ class HealthChecks:
 
     def pass_all(self, note: str, *, roles: bool = True,
                  gate: Callable[[], bool] = lambda: True) -> None:
-        """One round, now: role checks (if `roles`) at once, then the lease check. Each pass
-        is sent only while `gate()` holds. A check Consul lost is registered again."""
+        """One round, now: the role checks (if `roles`) and the lease check, all at once. Each
+        pass is sent only while `gate()` holds. A check Consul lost is registered again."""
         if not self._enabled:
             return
         self.ensure_registered()
-        failures: list[Exception] = []
-        if roles:
-            role_ids = [self.role_check_id(t) for t in self._targets()]
-            futures = [self._pool.submit(self._pass, check_id, note, gate) for check_id in role_ids]
-            failures = [exc for f in futures if isinstance(exc := f.exception(), Exception)]
-        # Last, and even if a role pass failed: a missed role pass only makes that instance
+        # All at once: against a slow agent, one pass after another would let the lease
+        # check lapse. The role checks' shorter TTL keeps their expiry first. The lease pass
+        # goes out even if a role pass fails: a missed role pass only makes that instance
         # look unhealthy for a while, a missed lease pass would cost the session.
-        self._pass(self._lease_check_id, note, gate)
+        check_ids = [self.role_check_id(t) for t in self._targets()] if roles else []
+        futures = [self._pool.submit(self._pass, check_id, note, gate)
+                   for check_id in [*check_ids, self._lease_check_id]]
+        failures = [exc for f in futures if isinstance(exc := f.exception(), Exception)]
         if failures:
             raise failures[0]
 
