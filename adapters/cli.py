@@ -82,7 +82,7 @@ def run(config: Config) -> int:
     sidecar.start()
     # Wake up regularly: signal handlers only run between bytecodes of the main thread.
     while not stop_requested.wait(0.2):
-        if sidecar.wait_for_shutdown_request(0):
+        if sidecar.machine_stopped():
             break
     sidecar.shutdown()
     fatal = sidecar.fatal

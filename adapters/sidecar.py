@@ -122,15 +122,13 @@ class Sidecar:
                      "to rule that out", extra={"lock_delay": self.config.lock_delay_text,
                                                 "ttl": self.config.ttl_text})
 
-    def request_shutdown(self, reason: str) -> None:
-        self.controller.post(Event.SHUTDOWN, reason=reason)
-
     @property
     def fatal(self) -> FatalConfigError | None:
         return self.keeper.fatal
 
-    def wait_for_shutdown_request(self, timeout: float) -> bool:
-        return self.controller.finished(timeout)
+    def machine_stopped(self) -> bool:
+        """The machine took `shutdown` on its own (a fatal configuration error)."""
+        return self.controller.finished(0)
 
     def shutdown(self) -> None:
         """Leave cleanly, in DESIGN §3's order, within SHUTDOWN_BUDGET seconds."""

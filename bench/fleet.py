@@ -26,9 +26,8 @@ from pathlib import Path
 import requests
 
 from bench.settings import Timings
-from bench.view import ClusterView
 from tests.consul_double import ConsulDouble
-from tests.harness import REPO, Group, Sidecar
+from tests.harness import REPO, ConsulView, Group, Sidecar
 
 OBSERVER_NODE = "obs"  # hosts no instance: the benchmark's own reads go through it
 STOP_GRACE = 6.0  # seconds a stopped process gets before SIGKILL (the sidecar needs < 5)
@@ -111,10 +110,10 @@ class Fleet:
 
     # -- what Consul shows ----------------------------------------------------------------
 
-    def view(self) -> ClusterView:
-        return ClusterView.of(self.consul)
+    def view(self) -> ConsulView:
+        return ConsulView.of(self.consul)
 
-    def primary(self, view: ClusterView | None = None) -> Sidecar | None:
+    def primary(self, view: ConsulView | None = None) -> Sidecar | None:
         """The running member Consul lists as the one passing primary, if exactly one."""
         view = view or self.view()
         primaries = view.passing_with(self._service_ids(), self.group.primary_label)
@@ -122,7 +121,7 @@ class Fleet:
             return None
         return next((s for s in self.members if s.service_id == primaries[0]), None)
 
-    def steady(self, view: ClusterView | None = None) -> bool:
+    def steady(self, view: ConsulView | None = None) -> bool:
         """One passing primary holding the key; every other member labelled replica; every
         member's Meta.session a live session (so it has joined the election)."""
         view = view or self.view()
@@ -130,7 +129,7 @@ class Fleet:
         if leader is None:
             return False
         holder = view.holder(self.group.kv_path)
-        live = view.sessions()
+        live = view.session_ids()
         for member in self.members:
             service = view.service(member.service_id)
             if service is None or service["Meta"].get("session") not in live:
@@ -173,7 +172,7 @@ def wait_all_steady(fleets: list[Fleet], timeout: float, period: float = 0.2) ->
     consul = fleets[0].consul
     deadline = time.monotonic() + timeout
     while True:
-        view = ClusterView.of(consul)
+        view = ConsulView.of(consul)
         pending = [fleet for fleet in fleets if not fleet.steady(view)]
         if not pending:
             return time.monotonic()

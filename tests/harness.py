@@ -8,8 +8,6 @@ agents, and they get real signals.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import os
 import random
 import signal
@@ -361,10 +359,6 @@ class HealthObserver:
     def overlaps(self) -> list[Sample]:
         return [s for s in self.samples if len(s.primaries) > 1]
 
-    def max_gap(self) -> float:
-        times = [s.at for s in self.samples]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
     def assert_safe(self) -> None:
         overlaps = self.overlaps()
         assert not overlaps, f"two passing primaries seen: {overlaps[:3]}"
@@ -388,11 +382,75 @@ def dump_logs(group: Group) -> str:
     return "\n".join(f"===== {s.name} ({s.node})\n{s.logs()[-6000:]}" for s in group.sidecars)
 
 
-def json_line(text: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
 def request_count(consul: Any) -> int:
     """Requests the stand-in has answered since its last stats reset."""
     return int(consul.stats()["total"])
+
+
+@dataclass(frozen=True)
+class ConsulView:
+    """One in-process snapshot of the stand-in's state (no request is sent or counted), with
+    the questions tests and benchmarks ask of it."""
+
+    state: dict[str, Any]
+
+    @classmethod
+    def of(cls, consul: Any) -> ConsulView:
+        return cls(consul.snapshot())
+
+    def holder(self, kv_path: str) -> str | None:
+        """The session holding `kv_path`, or None when it is free or missing."""
+        for entry in self.state["kv"]:
+            if entry["Key"] == kv_path:
+                return entry.get("Session") or None
+        return None
+
+    def session_ids(self) -> set[str]:
+        return {session["ID"] for session in self.state["sessions"]}
+
+    def services(self, name: str) -> dict[str, dict[str, Any]]:
+        """Every registered instance of service `name`, by service ID."""
+        found: dict[str, dict[str, Any]] = {}
+        for node in self.state["nodes"].values():
+            for service_id, service in node["services"].items():
+                if service["Service"] == name:
+                    found[service_id] = service
+        return found
+
+    def tagged(self, name: str, label: str) -> list[str]:
+        """Service IDs of `name` carrying `label` (Consul's tag filter ignores case)."""
+        return sorted(
+            service_id
+            for service_id, service in self.services(name).items()
+            if _has_tag(service, label)
+        )
+
+    def passing_primaries(self, name: str, label: str = "primary") -> list[str]:
+        """What `health/service/<name>?tag=<label>&passing` would list."""
+        return [sid for sid in self.tagged(name, label) if self.passing(sid)]
+
+    def passing_with(self, service_ids: list[str], label: str) -> list[str]:
+        """Those of `service_ids` Consul would list as passing and tagged `label`."""
+        return [
+            sid for sid in service_ids
+            if self.passing(sid) and any(_has_tag(s, label) for s in self._instances(sid))
+        ]
+
+    def passing(self, service_id: str) -> bool:
+        """As `health/service?passing` decides: serfHealth and every service check passing."""
+        for node in self.state["nodes"].values():
+            if service_id not in node["services"]:
+                continue
+            checks = [c for c in node["checks"].values() if c["ServiceID"] == service_id]
+            return node["serfHealth"] == "passing" and all(
+                check["Status"] == "passing" for check in checks
+            )
+        return False
+
+    def _instances(self, service_id: str) -> list[dict[str, Any]]:
+        return [node["services"][service_id] for node in self.state["nodes"].values()
+                if service_id in node["services"]]
+
+
+def _has_tag(service: Mapping[str, Any], label: str) -> bool:
+    return label.lower() in (tag.lower() for tag in service["Tags"])

@@ -38,7 +38,7 @@ import requests
 
 from tests.consul_double import ConsulDouble
 from tests.consul_double.acl import AclSystem, Policy, parse_rules
-from tests.harness import REPO, Group, Sidecar, free_port, wait_for
+from tests.harness import REPO, ConsulView, Group, Sidecar, free_port, wait_for
 from tests.integration.conftest import SLEEP as E2E_SLEEP
 from tests.integration.conftest import TTL as E2E_TTL
 
@@ -67,61 +67,6 @@ def require_binary(name: str) -> str:
         raise AssertionError(f"{name} not found on PATH: install it (Debian/Ubuntu: apt-get "
                              "install prometheus) - CI installs it, so these checks must run")
     return path
-
-
-# --------------------------------------------------------------------------- Consul's view
-
-
-@dataclass(frozen=True)
-class ConsulView:
-    """One snapshot of the stand-in's state, with the questions the tests ask of it."""
-
-    state: dict[str, Any]
-
-    @classmethod
-    def of(cls, consul: Any) -> ConsulView:
-        return cls(consul.snapshot())
-
-    def holder(self, kv_path: str) -> str | None:
-        """The session holding `kv_path`, or None when it is free or missing."""
-        for entry in self.state["kv"]:
-            if entry["Key"] == kv_path:
-                return entry.get("Session") or None
-        return None
-
-    def session_ids(self) -> set[str]:
-        return {session["ID"] for session in self.state["sessions"]}
-
-    def services(self, name: str) -> dict[str, dict[str, Any]]:
-        """Every registered instance of service `name`, by service ID."""
-        found: dict[str, dict[str, Any]] = {}
-        for node in self.state["nodes"].values():
-            for service_id, service in node["services"].items():
-                if service["Service"] == name:
-                    found[service_id] = service
-        return found
-
-    def tagged(self, name: str, label: str) -> list[str]:
-        """Service IDs of `name` carrying `label` (Consul's tag filter ignores case)."""
-        return sorted(
-            service_id
-            for service_id, service in self.services(name).items()
-            if label.lower() in (tag.lower() for tag in service["Tags"])
-        )
-
-    def passing_primaries(self, name: str, label: str = "primary") -> list[str]:
-        """What `health/service/<name>?tag=<label>&passing` would list."""
-        return [sid for sid in self.tagged(name, label) if self._passing(sid)]
-
-    def _passing(self, service_id: str) -> bool:
-        for node in self.state["nodes"].values():
-            if service_id not in node["services"]:
-                continue
-            checks = [c for c in node["checks"].values() if c["ServiceID"] == service_id]
-            return node["serfHealth"] == "passing" and all(
-                check["Status"] == "passing" for check in checks
-            )
-        return False
 
 
 # --------------------------------------------------------------------------- ACL policy
