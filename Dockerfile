@@ -17,6 +17,7 @@ WORKDIR /src
 # Only what the wheel is built from; .dockerignore keeps the rest of the tree out of the
 # build context.
 COPY pyproject.toml README.md ./
+COPY consul_leader/__init__.py consul_leader/__main__.py consul_leader/
 COPY fsm/ fsm/
 COPY adapters/ adapters/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -18,7 +18,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check fsm adapters tests scripts bench
+	$(VENV)/bin/ruff check consul_leader fsm adapters tests scripts bench
 	$(VENV)/bin/mypy
 
 diagrams: $(VENV)/.installed

@@ -27,10 +27,10 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from adapters.config import Config
-from adapters.consul import MALFORMED, ConsulClient, ConsulError, log_level
-from adapters.durations import format_duration
-from adapters.threads import start_worker
+from consul_leader.adapters.config import Config
+from consul_leader.adapters.consul import MALFORMED, ConsulClient, ConsulError, log_level
+from consul_leader.adapters.durations import format_duration
+from consul_leader.adapters.threads import start_worker
 
 log = logging.getLogger("consul_leader.checks")
 

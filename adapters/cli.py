@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from types import FrameType
 
-from adapters import logs
-from adapters.config import VARIABLES, Config, ConfigError, load_config
+from consul_leader.adapters import logs
+from consul_leader.adapters.config import VARIABLES, Config, ConfigError, load_config
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def run(config: Config) -> int:
-    from adapters.sidecar import Sidecar  # imported late: --help and config errors stay cheap
+    from consul_leader.adapters.sidecar import (
+        Sidecar,  # imported late: --help and config errors stay cheap
+    )
 
     logs.configure(config.log_level, config.log_format, _log_context(config))
     sidecar = Sidecar(config, version())

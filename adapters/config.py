@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import quote, urlsplit
 
-from adapters.durations import (
+from consul_leader.adapters.durations import (
     HOUR,
     MINUTE,
     SECOND,

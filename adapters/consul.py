@@ -51,7 +51,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from adapters.config import (
+from consul_leader.adapters.config import (
     ConsulSettings,
     is_usable_token,
     load_ca_directory,

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.machine import LeaderMachine
-from fsm.states import Event, State
+from consul_leader.fsm.machine import LeaderMachine
+from consul_leader.fsm.states import Event, State
 
 log = logging.getLogger("consul_leader.controller")
 

@@ -13,15 +13,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from adapters.controller import Posted
-from adapters.hooks import HookRunner, LeaderFile
-from adapters.lock import Acquirer
-from adapters.metrics import Metrics
-from adapters.session import SessionKeeper
-from adapters.tagger import Role, ServiceTagger
-from fsm.machine import Transition
-from fsm.observation import KeyObservation
-from fsm.states import Event, State
+from consul_leader.adapters.controller import Posted
+from consul_leader.adapters.hooks import HookRunner, LeaderFile
+from consul_leader.adapters.lock import Acquirer
+from consul_leader.adapters.metrics import Metrics
+from consul_leader.adapters.session import SessionKeeper
+from consul_leader.adapters.tagger import Role, ServiceTagger
+from consul_leader.fsm.machine import Transition
+from consul_leader.fsm.observation import KeyObservation
+from consul_leader.fsm.states import Event, State
 
 log = logging.getLogger("consul_leader")
 

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from adapters.config import Config
-from adapters.consul import MALFORMED, ConsulClient, ConsulError, Reply, log_level
-from adapters.threads import start_worker
-from fsm.observation import KeyObservation, classify
-from fsm.states import Event
-from fsm.timing import lock_delay_wait, retry_delay
+from consul_leader.adapters.config import Config
+from consul_leader.adapters.consul import MALFORMED, ConsulClient, ConsulError, Reply, log_level
+from consul_leader.adapters.threads import start_worker
+from consul_leader.fsm.observation import KeyObservation, classify
+from consul_leader.fsm.states import Event
+from consul_leader.fsm.timing import lock_delay_wait, retry_delay
 
 log = logging.getLogger("consul_leader.lock")
 

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.checks import HealthChecks
-from adapters.config import Config
-from adapters.consul import (
+from consul_leader.adapters.checks import HealthChecks
+from consul_leader.adapters.config import Config
+from consul_leader.adapters.consul import (
     MALFORMED,
     ConsulClient,
     ConsulDenied,
@@ -31,9 +31,9 @@ from adapters.consul import (
     TlsError,
     log_level,
 )
-from adapters.threads import start_worker
-from fsm.states import Event
-from fsm.timing import Lease, retry_delay
+from consul_leader.adapters.threads import start_worker
+from consul_leader.fsm.states import Event
+from consul_leader.fsm.timing import Lease, retry_delay
 
 log = logging.getLogger("consul_leader.session")
 

@@ -15,20 +15,20 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from adapters.checks import HealthChecks
-from adapters.config import Config
-from adapters.consul import ConsulClient, ConsulError
-from adapters.controller import Controller
-from adapters.effects import RoleEffects
-from adapters.hooks import HookRunner, LeaderFile
-from adapters.lock import Acquirer, LockWatcher
-from adapters.metrics import Metrics
-from adapters.session import FatalConfigError, SessionKeeper
-from adapters.status_server import StatusServer, StatusSnapshot
-from adapters.tagger import Role, ServiceTagger
-from fsm.machine import LeaderMachine
-from fsm.states import Event, State
-from fsm.table import edges
+from consul_leader.adapters.checks import HealthChecks
+from consul_leader.adapters.config import Config
+from consul_leader.adapters.consul import ConsulClient, ConsulError
+from consul_leader.adapters.controller import Controller
+from consul_leader.adapters.effects import RoleEffects
+from consul_leader.adapters.hooks import HookRunner, LeaderFile
+from consul_leader.adapters.lock import Acquirer, LockWatcher
+from consul_leader.adapters.metrics import Metrics
+from consul_leader.adapters.session import FatalConfigError, SessionKeeper
+from consul_leader.adapters.status_server import StatusServer, StatusSnapshot
+from consul_leader.adapters.tagger import Role, ServiceTagger
+from consul_leader.fsm.machine import LeaderMachine
+from consul_leader.fsm.states import Event, State
+from consul_leader.fsm.table import edges
 
 log = logging.getLogger("consul_leader")
 

@@ -21,9 +21,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters.config import Config
-from adapters.consul import MALFORMED, ConsulClient, ConsulDenied, ConsulError, log_level
-from adapters.threads import start_worker
+from consul_leader.adapters.config import Config
+from consul_leader.adapters.consul import (
+    MALFORMED,
+    ConsulClient,
+    ConsulDenied,
+    ConsulError,
+    log_level,
+)
+from consul_leader.adapters.threads import start_worker
 
 log = logging.getLogger("consul_leader.tagger")
 

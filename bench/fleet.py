@@ -2,7 +2,7 @@
 
 A `Fleet` wraps the shared harness's `Group` (services registered the way Nomad registers
 them, one allocation per instance) and starts each instance as its own process: the sidecar
-(`python -m adapters`) or the shell loop's emulation (`python -m bench.baseline`), with the
+(`python -m consul_leader`) or the shell loop's emulation (`python -m bench.baseline`), with the
 same environment. Retiring an instance does what Nomad does when an allocation stops: the
 process is stopped and the task's service deregistered.
 
@@ -39,7 +39,7 @@ class Kind(enum.Enum):
 
     @property
     def module(self) -> str:
-        return "adapters" if self is Kind.SIDECAR else "bench.baseline"
+        return "consul_leader" if self is Kind.SIDECAR else "bench.baseline"
 
 
 @contextlib.contextmanager

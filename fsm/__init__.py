@@ -5,11 +5,11 @@ out what the machine asks through the `Effects` port. `fsm` never imports an I/O
 clock, threads or processes (a test checks its import statements).
 """
 
-from fsm.machine import Effects, LeaderMachine, Transition
-from fsm.observation import KeyObservation, classify
-from fsm.states import Event, State
-from fsm.table import STATES, TRANSITIONS
-from fsm.timing import Lease, lock_delay_wait, retry_delay
+from consul_leader.fsm.machine import Effects, LeaderMachine, Transition
+from consul_leader.fsm.observation import KeyObservation, classify
+from consul_leader.fsm.states import Event, State
+from consul_leader.fsm.table import STATES, TRANSITIONS
+from consul_leader.fsm.timing import Lease, lock_delay_wait, retry_delay
 
 __all__ = [
     "STATES",

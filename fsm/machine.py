@@ -24,8 +24,14 @@ from typing import Protocol
 
 from transitions import EventData, Machine
 
-from fsm.states import Event, State
-from fsm.table import INITIAL_STATE, INTERNAL_TRANSITIONS, RETRY_ACQUIRE, STATES, TRANSITIONS
+from consul_leader.fsm.states import Event, State
+from consul_leader.fsm.table import (
+    INITIAL_STATE,
+    INTERNAL_TRANSITIONS,
+    RETRY_ACQUIRE,
+    STATES,
+    TRANSITIONS,
+)
 
 __all__ = ["STATES", "TRANSITIONS", "Effects", "LeaderMachine", "Transition"]
 

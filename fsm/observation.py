@@ -7,7 +7,7 @@ absent (404, deleted, or removed by a session with behavior "delete") is `KEY_MI
 
 from dataclasses import dataclass
 
-from fsm.states import Event
+from consul_leader.fsm.states import Event
 
 
 @dataclass(frozen=True)

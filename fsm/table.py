@@ -16,7 +16,7 @@ Rules the table follows (tests check them):
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from fsm.states import Event, State
+from consul_leader.fsm.states import Event, State
 
 STATES: Final[list[str]] = [state.value for state in State]
 INITIAL_STATE: Final[State] = State.NO_SESSION

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from transitions.extensions import GraphMachine
 
-from fsm.states import Event, State
-from fsm.table import INITIAL_STATE, RETRY_ACQUIRE, STATES, TRANSITIONS
+from consul_leader.fsm.states import Event, State
+from consul_leader.fsm.table import INITIAL_STATE, RETRY_ACQUIRE, STATES, TRANSITIONS
 
 DIAGRAMS_DIR = Path(__file__).resolve().parents[1] / "diagrams"
 MERMAID_FILE = "state-machine.mmd"

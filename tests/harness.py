@@ -1,7 +1,7 @@
 """Real sidecar processes against the Consul stand-in, and an observer of what Consul shows.
 
 Shared by the end-to-end tests, the chaos suite, the benchmarks and the demo. Nothing here
-mocks anything: sidecars are `python -m adapters` processes talking HTTP to the stand-in's
+mocks anything: sidecars are `python -m consul_leader` processes talking HTTP to the stand-in's
 agents, and they get real signals.
 """
 
@@ -120,7 +120,7 @@ class Sidecar:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "adapters"],
+            [sys.executable, "-m", "consul_leader"],
             env=self.env,
             cwd=REPO,
             stdout=log,

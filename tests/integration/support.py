@@ -185,7 +185,7 @@ def sidecar_env(agent: str, status_port: int, **overrides: str) -> dict[str, str
 
 def start_sidecar(workdir: Path, name: str, agent: str, node: str = "n1",
                   **env: str) -> Sidecar:
-    """Start `python -m adapters` against `agent`; its log is `<workdir>/<name>.log`."""
+    """Start `python -m consul_leader` against `agent`; its log is `<workdir>/<name>.log`."""
     port = free_port()
     sidecar = Sidecar(
         name=name,

@@ -71,7 +71,7 @@ def test_bad_configuration_exits_2_with_one_line(
         **overrides,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "adapters"],
+        [sys.executable, "-m", "consul_leader"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -88,10 +88,10 @@ def test_bad_configuration_exits_2_with_one_line(
 
 
 def test_help_lists_every_variable_with_its_default() -> None:
-    from adapters.config import VARIABLES
+    from consul_leader.adapters.config import VARIABLES
 
     done = subprocess.run(
-        [sys.executable, "-m", "adapters", "--help"],
+        [sys.executable, "-m", "consul_leader", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -252,7 +252,8 @@ def test_entrypoint_from_the_installed_wheels_prints_its_usage(image: EmulatedIm
 
 def test_entrypoint_is_the_installed_wheel_not_the_source_tree(image: EmulatedImage) -> None:
     python = image.bin_dir / "python"
-    result = image.run([str(python), "-c", "import adapters, fsm; print(adapters.__file__)"], {})
+    code = "import consul_leader.adapters as a; print(a.__file__)"
+    result = image.run([str(python), "-c", code], {})
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).is_relative_to(image.bin_dir.parent)
 

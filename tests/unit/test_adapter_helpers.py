@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.consul import Reply
-from adapters.hooks import HookRunner, LeaderFile
-from adapters.lock import next_index, observe
-from adapters.logs import JsonFormatter, LogfmtFormatter
-from adapters.tagger import Role, labelled, registration_body
-from fsm.observation import KeyObservation
+from consul_leader.adapters.consul import Reply
+from consul_leader.adapters.hooks import HookRunner, LeaderFile
+from consul_leader.adapters.lock import next_index, observe
+from consul_leader.adapters.logs import JsonFormatter, LogfmtFormatter
+from consul_leader.adapters.tagger import Role, labelled, registration_body
+from consul_leader.fsm.observation import KeyObservation
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_a_hook_that_outlives_its_timeout_is_killed(tmp_path: Path) -> None:
 
 
 def test_alloc_targets_prefer_services_named_like_ours() -> None:
-    from adapters.tagger import alloc_targets
+    from consul_leader.adapters.tagger import alloc_targets
 
     prefix = "_nomad-task-a1-"
     services = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import VARIABLES, Config, ConfigError, load_config
+from consul_leader.adapters.config import VARIABLES, Config, ConfigError, load_config
 from tests.unit.test_consul_client import Pki, make_pki
 
 SECRET = "b7c1e2f0-secret-token-value"

@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import pytest
 
-from adapters.config import load_config
-from adapters.consul import (
+from consul_leader.adapters.config import load_config
+from consul_leader.adapters.consul import (
     ConsulClient,
     ConsulDenied,
     ConsulError,

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from adapters.checks import LEASE_SERVICE_NAME
-from adapters.config import VARIABLES, load_config
+from consul_leader.adapters.checks import LEASE_SERVICE_NAME
+from consul_leader.adapters.config import VARIABLES, load_config
 from tests.consul_double.acl import AclSystem, Authorizer, parse_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def test_image_runs_the_console_script_as_pid_1() -> None:
     ]
     entrypoint = the_instruction(read_dockerfile(), "ENTRYPOINT").exec_form()
     assert entrypoint[0] in scripts, f"ENTRYPOINT {entrypoint} is not a console script"
-    assert scripts[entrypoint[0]] == "adapters.cli:main"
+    assert scripts[entrypoint[0]] == "consul_leader.adapters.cli:main"
 
 
 def test_runtime_stage_is_non_root_and_built_from_wheels_only() -> None:

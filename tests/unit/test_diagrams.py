@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fsm import Event, State
-from fsm.table import INITIAL_STATE, INTERNAL_TRANSITIONS, edges
+from consul_leader.fsm import Event, State
+from consul_leader.fsm.table import INITIAL_STATE, INTERNAL_TRANSITIONS, edges
 from scripts import draw_diagrams as dd
 
 DIAGRAMS = dd.DIAGRAMS_DIR

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.durations import (
+from consul_leader.adapters.durations import (
     DurationError,
     format_duration,
     format_duration_ns,

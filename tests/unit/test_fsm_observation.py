@@ -2,7 +2,7 @@
 
 import pytest
 
-from fsm import Event, KeyObservation, classify
+from consul_leader.fsm import Event, KeyObservation, classify
 
 OURS, THEIRS = "5f1c-ours", "9a2e-theirs"
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsm import Event, LeaderMachine, State, Transition
-from fsm.testing import EffectCall, RecordingEffects, Refusal, force_state
+from consul_leader.fsm import Event, LeaderMachine, State, Transition
+from tests.fsm_testing import EffectCall, RecordingEffects, Refusal, force_state
 from tests.unit.test_fsm_spec import EXPECTED
 
 NS, FO, CA, LE = State.NO_SESSION, State.FOLLOWER, State.CANDIDATE, State.LEADER

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from fsm import Event, LeaderMachine, State, Transition
-from fsm.table import INTERNAL_TRANSITIONS, RETRY_ACQUIRE, TRANSITIONS
-from fsm.testing import EffectCall, RecordingEffects, Refusal, force_state
+from consul_leader.fsm import Event, LeaderMachine, State, Transition
+from consul_leader.fsm.table import INTERNAL_TRANSITIONS, RETRY_ACQUIRE, TRANSITIONS
+from tests.fsm_testing import EffectCall, RecordingEffects, Refusal, force_state
 
 SPEC_PATH = Path(__file__).with_name("fsm_spec.json")
 SPEC: dict[str, Any] = json.loads(SPEC_PATH.read_text())

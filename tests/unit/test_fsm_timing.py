@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsm import Lease, lock_delay_wait, retry_delay
+from consul_leader.fsm import Lease, lock_delay_wait, retry_delay
 
 TTL = 15.0
 

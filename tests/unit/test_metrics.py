@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adapters.metrics import (
+from consul_leader.adapters.metrics import (
     ACQUIRE_RESULTS,
     HOOK_NAMES,
     HOOK_RESULTS,

@@ -15,7 +15,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge
 
-from adapters.status_server import StatusServer, StatusSnapshot
+from consul_leader.adapters.status_server import StatusServer, StatusSnapshot
 
 STATES = ["NoSession", "Follower", "Candidate", "Leader"]
 TIMEOUT = 5.0

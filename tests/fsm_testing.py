@@ -5,8 +5,8 @@ put a machine straight into a state. Not used at runtime.
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from fsm.machine import LeaderMachine, Transition
-from fsm.states import Event, State
+from consul_leader.fsm.machine import LeaderMachine, Transition
+from consul_leader.fsm.states import Event, State
 
 
 @dataclass(frozen=True)
