@@ -61,8 +61,9 @@ from consul_leader.adapters.config import (
 
 log = logging.getLogger(__name__)
 
-RequestObserver = Callable[[str, str, int | None, float], None]
-"""Called once per HTTP attempt: (method, endpoint template, status or None, seconds)."""
+RequestObserver = Callable[[str, str, int | None, float, bool], None]
+"""Called once per HTTP attempt: (method, endpoint template, status or None, seconds, watch);
+``watch`` is True for a blocking query (see ``is_watch``)."""
 
 USER_AGENT = "consul-leader"
 BODY_LIMIT = 300
@@ -199,6 +200,17 @@ def endpoint_template(method: str, path: str) -> str:
     return OTHER_ENDPOINT
 
 
+def is_watch(method: str, params: Mapping[str, str] | None) -> bool:
+    """Whether a request is a blocking query, which may wait up to its ``?wait=``.
+
+    Consul blocks a GET only for a non-zero ``?index=`` or for a ``?hash=``; a first read
+    without them (or with ``index=0``) answers at once, like any other request.
+    """
+    if method.upper() != "GET" or not params:
+        return False
+    return params.get("index", "0") not in ("", "0") or bool(params.get("hash"))
+
+
 # --- the client --------------------------------------------------------------------------
 
 
@@ -246,7 +258,7 @@ class ConsulClient:
         body, headers = _encode_body(data, json_body)
         request = _Request(method=method.upper(), path=path,
                            endpoint=endpoint_template(method, path), params=params, body=body,
-                           headers=headers, timeout=timeout)
+                           headers=headers, timeout=timeout, watch=is_watch(method, params))
         token = self._current_token()
         response = self._send(request, token)
         if response.status_code == 403:
@@ -286,7 +298,7 @@ class ConsulClient:
         if self._observer is None:
             return
         try:
-            self._observer(request.method, request.endpoint, status, seconds)
+            self._observer(request.method, request.endpoint, status, seconds, request.watch)
         except Exception:  # a metrics bug must not turn into a Consul failure
             log.exception("request observer failed")
 
@@ -342,6 +354,7 @@ class _Request:
     body: bytes | None
     headers: Mapping[str, str]
     timeout: float
+    watch: bool = False
 
 
 def _encode_body(data: bytes | None, json_body: Any) -> tuple[bytes | None, dict[str, str]]:

@@ -10,7 +10,11 @@ Guarantees:
   ``endpoint`` of a Consul request must be a route template such as ``/v1/session/renew``,
   never a path with IDs in it.
 - Output passes ``promtool check metrics``: base units, ``_total`` counters,
-  ``_timestamp_seconds`` gauges.
+  ``_timestamp_seconds`` gauges, and no ``_created`` series (switched off process-wide:
+  prometheus_client has no per-registry switch, and this registry is the process's only one).
+- ``consul_leader_state{state}`` is read in one step per scrape: exactly one state is 1.
+- Blocking queries (watches, which wait up to ``CONSUL_LEADER_WATCH_WAIT``) are measured apart
+  from ordinary requests, so request-latency quantiles are about requests that should be fast.
 
 Not guaranteed: the few metrics one ``transition`` updates are not set atomically, so a scrape
 taken during the call can see the new state next to the old ``is_leader`` for that one scrape.
@@ -28,14 +32,15 @@ from typing import Final
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Enum,
     Gauge,
     GCCollector,
     Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 # The only values the bounded labels take; each is exported at 0 from the start.
 RENEW_FAILURE_REASONS: Final = ("unavailable", "not_found", "denied")
@@ -51,9 +56,13 @@ TRANSPORT_ERROR_CODE: Final = "error"
 # cross-datacenter or overloaded server (seconds), capped near the HTTP timeout.
 RENEW_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                         10.0)
-# Consul requests include blocking queries that legitimately last up to their ?wait= (at most
-# 10 minutes in Consul), so the top buckets reach that far instead of lumping them into +Inf.
-REQUEST_BUCKETS: Final = (*RENEW_BUCKETS, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Every request other than a watch is one such round trip too.
+REQUEST_BUCKETS: Final = RENEW_BUCKETS
+# A watch ends when what it watches changes (any time) or when its ?wait= runs out: 5m by
+# default, at most 10m, plus up to wait/16 of jitter that Consul adds. The buckets at 300/320
+# and 600/640 tell "timed out" from "changed" at both common settings.
+WATCH_BUCKETS: Final = (0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 240.0, 300.0, 320.0,
+                        600.0, 640.0)
 
 
 def _require(value: str, allowed: tuple[str, ...], what: str) -> None:
@@ -84,10 +93,12 @@ class Metrics:
         """
         _require(initial_state, tuple(states), "initial state")
         _require(leader_state, tuple(states), "leader state")
+        # Before the first collection; see the module docstring. (Untyped upstream.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self._states = tuple(states)
         self._leader_state = leader_state
         self._clock = clock
-        self._register_state_metrics(registry, states)
+        self._register_state_metrics(registry, states, initial_state)
         self._register_session_metrics(registry)
         self._register_consul_metrics(registry)
         self._register_side_effect_metrics(registry)
@@ -101,9 +112,10 @@ class Metrics:
 
     # -- registration -------------------------------------------------------------------------
 
-    def _register_state_metrics(self, registry: CollectorRegistry, states: Sequence[str]) -> None:
-        self._state = Enum(f"{PREFIX}_state", "Current state of the leader-election machine.",
-                           states=list(states), registry=registry)
+    def _register_state_metrics(self, registry: CollectorRegistry, states: Sequence[str],
+                                initial_state: str) -> None:
+        self._state = _StateGauge(states, initial_state)
+        registry.register(self._state)
         self._is_leader = Gauge(f"{PREFIX}_is_leader",
                                 "1 while this sidecar is the leader of its group, else 0.",
                                 registry=registry)
@@ -137,8 +149,17 @@ class Metrics:
             ["method", "endpoint", "code"], registry=registry)
         self._request_duration = Histogram(
             f"{PREFIX}_consul_request_duration_seconds",
-            "Duration of Consul HTTP requests, blocking queries included.",
+            "Duration of Consul HTTP requests other than watches (blocking queries).",
             ["method", "endpoint"], buckets=REQUEST_BUCKETS, registry=registry)
+        self._watches = Counter(
+            f"{PREFIX}_consul_watches",
+            'Consul blocking queries (watches), by endpoint template and status ("error": no '
+            "answer).",
+            ["endpoint", "code"], registry=registry)
+        self._watch_duration = Histogram(
+            f"{PREFIX}_consul_watch_duration_seconds",
+            "Duration of Consul blocking queries: until a change, or the wait runs out.",
+            ["endpoint"], buckets=WATCH_BUCKETS, registry=registry)
         self._acquire_attempts = Counter(f"{PREFIX}_lock_acquire_attempts",
                                          "Attempts to acquire the lock key, by result.",
                                          ["result"], registry=registry)
@@ -193,9 +214,17 @@ class Metrics:
         self._refused.labels(state, event).inc()
 
     def consul_request(self, method: str, endpoint: str, status: int | None,
-                       seconds: float) -> None:
-        """Count one Consul request; ``status`` None means no HTTP answer (transport failure)."""
+                       seconds: float, watch: bool = False) -> None:
+        """Count one Consul request; ``status`` None means no HTTP answer (transport failure).
+
+        A ``watch`` (blocking query) goes to the watch metrics only, so the request-duration
+        quantiles are not swamped by queries that wait minutes on purpose.
+        """
         code = TRANSPORT_ERROR_CODE if status is None else str(status)
+        if watch:
+            self._watches.labels(endpoint, code).inc()
+            self._watch_duration.labels(endpoint).observe(seconds)
+            return
         self._requests.labels(method, endpoint, code).inc()
         self._request_duration.labels(method, endpoint).observe(seconds)
 
@@ -225,8 +254,37 @@ class Metrics:
         self._hook_runs.labels(hook, result).inc()
 
     def _show_state(self, state: str) -> None:
-        self._state.state(state)
+        self._state.set(state)
         leading = state == self._leader_state
         self._is_leader.set(1 if leading else 0)
         if not leading:
             self._leader_since.set(0)
+
+
+class _StateGauge:
+    """``consul_leader_state{state}``: 1 for the current state, 0 for every other.
+
+    A collector rather than a labelled Gauge: one scrape reads the state once, so it never sees
+    two states at 1 (or none) halfway through a change. Not prometheus_client's Enum: that
+    names its label after the metric (``consul_leader_state{consul_leader_state=...}``).
+    """
+
+    NAME: Final = f"{PREFIX}_state"
+    HELP: Final = "Current state of the leader-election machine: 1 for the current state."
+
+    def __init__(self, states: Sequence[str], initial: str) -> None:
+        self._states = tuple(states)
+        self._current = initial
+
+    def set(self, state: str) -> None:
+        self._current = state  # one assignment: a concurrent scrape sees the old or the new
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["state"])]
+
+    def collect(self) -> list[Metric]:
+        current = self._current
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["state"])
+        for state in self._states:
+            family.add_metric([state], 1.0 if state == current else 0.0)
+        return [family]

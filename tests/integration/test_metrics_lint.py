@@ -59,7 +59,7 @@ def scrape_in_state(sidecar: Sidecar, state: str) -> bytes | None:
 def assert_lint_clean(sidecar: Sidecar, state: str, probe: RoleEndpointProbe) -> None:
     exposition = wait_found(lambda: scrape_in_state(sidecar, state), 5.0,
                           f"a scrape of {sidecar.name} in state {state}")
-    assert f'consul_leader_state{{consul_leader_state="{state}"}} 1.0' in exposition.decode()
+    assert f'consul_leader_state{{state="{state}"}} 1.0' in exposition.decode()
     assert promtool_findings(exposition) == "", f"promtool on a {state} scrape"
     probe.expect(sidecar, state)
 

@@ -92,7 +92,6 @@ def test_alerts_only_use_metrics_the_sidecar_exports() -> None:
             for name in re.findall(r"consul_leader_\w+", rule["expr"])}
 
     assert used, "the rules should use the sidecar's metrics"
-    # consul_leader_state also appears as the Enum's label name, which is exported too.
     assert used <= exported, f"not exported: {sorted(used - exported)}"
 
 

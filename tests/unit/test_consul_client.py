@@ -31,6 +31,7 @@ from consul_leader.adapters.consul import (
     RequestObserver,
     TlsError,
     endpoint_template,
+    is_watch,
 )
 
 TOKEN = "4f3e2d1c-0000-1111-2222-333344445555"
@@ -601,6 +602,34 @@ def test_observer_sees_every_attempt_with_bounded_labels(consul: FakeConsul, tmp
         ("PUT", "/v1/agent/check/pass/:id", 200),
     ]
     assert all(labels[3] >= 0 for labels in observed)
+
+
+@pytest.mark.parametrize(("method", "params", "watch"), [
+    ("GET", {"index": "42", "wait": "5m"}, True),
+    ("GET", {"hash": "a1b2", "wait": "5m"}, True),
+    ("get", {"index": "42"}, True),
+    ("GET", None, False),  # the first read of a watch answers at once
+    ("GET", {"index": "0", "wait": "5m"}, False),  # Consul does not block on index 0
+    ("GET", {"consistent": ""}, False),
+    ("PUT", {"acquire": "sess", "index": "42"}, False),
+])
+def test_is_watch_only_for_blocking_gets(method: str, params: dict[str, str] | None,
+                                         watch: bool) -> None:
+    assert is_watch(method, params) is watch
+
+
+def test_observer_is_told_which_requests_are_watches(consul: FakeConsul,
+                                                      make_client: ClientFactory) -> None:
+    observed: list[tuple[str, str, int | None, float, bool]] = []
+    client = make_client({"CONSUL_HTTP_ADDR": consul.address},
+                         observer=lambda *labels: observed.append(labels))
+
+    client.call("GET", "/v1/kv/k", timeout=5)
+    client.call("GET", "/v1/kv/k", params={"index": "3", "wait": "1s"}, timeout=5)
+    client.call("GET", "/v1/agent/service/web", params={"hash": "ab", "wait": "1s"}, timeout=5)
+
+    assert [(labels[1], labels[4]) for labels in observed] == [
+        ("/v1/kv/:key", False), ("/v1/kv/:key", True), ("/v1/agent/service/:id", True)]
 
 
 def test_failing_observer_does_not_fail_the_call(consul: FakeConsul,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from consul_leader.adapters.metrics import (
     ACQUIRE_RESULTS,
@@ -72,7 +74,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 
 def state_of(registry: CollectorRegistry) -> list[str]:
     return [s for s in STATES
-            if value(registry, "consul_leader_state", consul_leader_state=s) == 1]
+            if value(registry, "consul_leader_state", state=s) == 1]
 
 
 def transitions_count(registry: CollectorRegistry, source: str, dest: str,
@@ -98,8 +100,8 @@ def test_initial_state_other_than_first_is_reported(registry: CollectorRegistry)
     Metrics(registry, states=["Leader", "NoSession"], initial_state="NoSession", transitions=[],
             events=[], version="x", process_collectors=False)
 
-    assert value(registry, "consul_leader_state", consul_leader_state="NoSession") == 1
-    assert value(registry, "consul_leader_state", consul_leader_state="Leader") == 0
+    assert value(registry, "consul_leader_state", state="NoSession") == 1
+    assert value(registry, "consul_leader_state", state="Leader") == 0
 
 
 def test_unknown_initial_state_is_rejected(registry: CollectorRegistry) -> None:
@@ -253,13 +255,47 @@ def test_consul_transport_failure_has_code_error(registry: CollectorRegistry) ->
                  endpoint="/v1/kv/:key", code="error") == 1
 
 
-def test_long_blocking_query_lands_in_a_finite_bucket(registry: CollectorRegistry) -> None:
+def test_a_watch_is_measured_apart_from_requests(registry: CollectorRegistry) -> None:
     metrics = make_metrics(registry)
 
-    metrics.consul_request("GET", "/v1/kv/:key", 200, 299.0)
+    metrics.consul_request("GET", "/v1/kv/:key", 200, 0.002)
+    metrics.consul_request("GET", "/v1/kv/:key", 200, 299.0, watch=True)
+    metrics.consul_request("GET", "/v1/kv/:key", None, 12.0, watch=True)
 
-    assert value(registry, "consul_leader_consul_request_duration_seconds_bucket",
-                 method="GET", endpoint="/v1/kv/:key", le="300.0") == 1
+    assert value(registry, "consul_leader_consul_request_duration_seconds_count",
+                 method="GET", endpoint="/v1/kv/:key") == 1
+    assert value(registry, "consul_leader_consul_requests_total", method="GET",
+                 endpoint="/v1/kv/:key", code="200") == 1
+    assert value(registry, "consul_leader_consul_watch_duration_seconds_count",
+                 endpoint="/v1/kv/:key") == 2
+    assert value(registry, "consul_leader_consul_watches_total", endpoint="/v1/kv/:key",
+                 code="200") == 1
+    assert value(registry, "consul_leader_consul_watches_total", endpoint="/v1/kv/:key",
+                 code="error") == 1
+
+
+def test_a_watch_that_runs_out_its_wait_lands_in_a_finite_bucket(
+        registry: CollectorRegistry) -> None:
+    metrics = make_metrics(registry)
+
+    # The default 5m wait plus Consul's jitter (up to wait/16) ends by 318.75 s.
+    metrics.consul_request("GET", "/v1/kv/:key", 200, 318.0, watch=True)
+    metrics.consul_request("GET", "/v1/kv/:key", 200, 0.3, watch=True)
+
+    bucket = "consul_leader_consul_watch_duration_seconds_bucket"
+    assert value(registry, bucket, endpoint="/v1/kv/:key", le="300.0") == 1
+    assert value(registry, bucket, endpoint="/v1/kv/:key", le="320.0") == 2
+
+
+def test_request_latency_buckets_stop_at_ten_seconds(registry: CollectorRegistry) -> None:
+    metrics = make_metrics(registry)
+
+    metrics.consul_request("PUT", "/v1/session/renew/:id", 200, 0.004)
+
+    labels = {"method": "PUT", "endpoint": "/v1/session/renew/:id"}
+    name = "consul_leader_consul_request_duration_seconds_bucket"
+    assert value(registry, name, le="10.0", **labels) == 1
+    assert value(registry, name, le="30.0", **labels) is None
 
 
 def test_session_renewed_records_latency_and_timestamp(registry: CollectorRegistry) -> None:
@@ -353,6 +389,33 @@ def test_two_instances_on_separate_registries_do_not_interfere() -> None:
     assert value(second, "consul_leader_is_leader") == 0
 
 
+# -- conventions -----------------------------------------------------------------------------
+
+def test_state_is_one_gauge_labelled_state(registry: CollectorRegistry) -> None:
+    metrics = make_metrics(registry)
+    metrics.transition("Candidate", "Leader", "lock_acquired")
+
+    text = generate_latest(registry).decode()
+
+    assert "# TYPE consul_leader_state gauge" in text
+    assert 'consul_leader_state{state="Leader"} 1.0' in text
+    assert 'consul_leader_state{state="NoSession"} 0.0' in text
+    assert "consul_leader_state{consul_leader_state=" not in text
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text"])
+def test_no_created_series_in_either_format(registry: CollectorRegistry, accept: str) -> None:
+    metrics = make_metrics(registry, process_collectors=True)
+    exercise_every_metric(metrics)
+    encoder, _ = choose_encoder(accept)
+
+    text = encoder(registry).decode()
+    names = set(re.findall(r"^(?:# (?:HELP|TYPE) )?([a-zA-Z_:][\w:]*)", text, re.MULTILINE))
+
+    assert "consul_leader_transitions_total" in names
+    assert sorted(name for name in names if name.endswith("_created")) == []
+
+
 # -- promtool --------------------------------------------------------------------------------
 
 def promtool() -> str:
@@ -367,6 +430,7 @@ def exercise_every_metric(metrics: Metrics) -> None:
     metrics.refused("NoSession", "lock_acquired")
     metrics.consul_request("PUT", "/v1/session/create", 200, 0.002)
     metrics.consul_request("GET", "/v1/kv/:key", None, 0.5)
+    metrics.consul_request("GET", "/v1/kv/:key", 200, 30.0, watch=True)
     metrics.session_renewed(0.002)
     metrics.session_renew_failed("unavailable")
     metrics.acquire_attempt("acquired")
