@@ -67,7 +67,7 @@ STOPSIGNAL SIGTERM
 # health checks for scheduling (its service `check` blocks decide) and can switch them off with
 # `healthchecks { disable = true }`; with CONSUL_LEADER_LISTEN=off, run with --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('CONSUL_LEADER_LISTEN', '').rpartition(':')[2] or '9500'; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)"]
+  CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('CONSUL_LEADER_LISTEN', '').rpartition(':')[2] or '9500'; urllib.request.urlopen(f'http://127.0.0.1:{port}/livez', timeout=3)"]
 
 # Exec form, so the sidecar is PID 1 and receives SIGTERM itself. That is correct here because
 # it installs its own SIGTERM and SIGINT handlers (Python as PID 1 would otherwise ignore

@@ -3,8 +3,13 @@
 Routes (GET and HEAD; other methods on them answer 405, unknown paths 404):
 - ``/metrics``  Prometheus exposition of the injected registry; the format is negotiated from
   ``Accept`` (text or OpenMetrics) and gzip is used when ``Accept-Encoding`` allows it.
-- ``/healthz``  200 ``ok``, or 503 with the reason: the control loop is wedged, or we are
-  Leader but the lease has expired (a stale leader must never look healthy).
+- ``/livez``    Liveness: 200 ``ok`` while the control loop runs, else 503 with the reason.
+  A leader past its lease (say, during a Consul partition) is live: it steps down by itself,
+  and restarting it would not help. What restart policies and ``HEALTHCHECK`` should ask.
+- ``/readyz``   Readiness: 200 ``ok`` while live with a confirmed session whose lease has not
+  run out (so never for a leader past its lease), else 503 with the reason.
+- ``/healthz``  The same as ``/livez``; kept for existing users (before, it also failed for a
+  leader past its lease, which made restart policies restart it during Consul outages).
 - ``/primary``  200 only while Leader *and* the local lease is unexpired, else 503 (JSON).
 - ``/replica``  200 while Follower, else 503 (JSON).
 - ``/status``   JSON view of the sidecar's state.
@@ -20,8 +25,8 @@ Guarantees:
 - Request threads are daemons with a socket timeout, so a stuck client can neither keep the
   process alive nor hold a thread for long, even before ``stop()``.
 
-The state names ``Leader`` and ``Follower`` are written out here so this module does not import
-``fsm``; they must match the machine's state names.
+The state names ``Leader``, ``Follower`` and ``NoSession`` are written out here so this module
+does not import ``fsm``; they must match the machine's state names.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LEADER: Final = "Leader"
 FOLLOWER: Final = "Follower"
+NO_SESSION: Final = "NoSession"
 
 TEXT: Final = "text/plain; charset=utf-8"
 JSON: Final = "application/json"
@@ -87,12 +93,23 @@ class StatusSnapshot:
         what clients may route writes to."""
         return self.state == LEADER and self.lease_valid() and self.published
 
-    def healthy(self) -> tuple[bool, str]:
-        """(healthy, reason). Unhealthy when the loop is wedged or we are a stale leader."""
+    def live(self) -> tuple[bool, str]:
+        """(live, reason). Not live only when the control loop is wedged."""
         if not self.loop_alive:
             return False, "control loop is not running (no recent heartbeat)"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason). Ready when live with a confirmed session and an unexpired lease."""
+        live, reason = self.live()
+        if not live:
+            return live, reason
         if self.state == LEADER and not self.lease_valid():
             return False, f"stale leader: {self._lease_problem()}"
+        if self.state == NO_SESSION or self.session is None:
+            return False, "no confirmed session"
+        if not self.lease_valid():
+            return False, f"session not confirmed: {self._lease_problem()}"
         return True, "ok"
 
     def to_json(self) -> dict[str, Any]:
@@ -106,7 +123,9 @@ class StatusSnapshot:
             "lease_remaining": self.lease_remaining,
             "holder": self.holder,
             "published": self.published,
-            "healthy": self.healthy()[0],
+            "live": self.live()[0],
+            "ready": self.ready()[0],
+            "healthy": self.live()[0],  # the /healthz answer, kept for existing readers
         }
 
     def _lease_problem(self) -> str:
@@ -151,7 +170,9 @@ class Routes:
         self._registry = registry
         self._snapshot = snapshot
         self._status_routes: dict[str, Callable[[StatusSnapshot], Response]] = {
-            "/healthz": self._healthz,
+            "/livez": self._livez,
+            "/readyz": self._readyz,
+            "/healthz": self._livez,
             "/primary": self._primary,
             "/replica": self._replica,
             "/status": self._status,
@@ -184,9 +205,14 @@ class Routes:
         return Response(HTTPStatus.OK, body, tuple(headers))
 
     @staticmethod
-    def _healthz(snapshot: StatusSnapshot) -> Response:
-        healthy, reason = snapshot.healthy()
-        return _text(_ok_or_unavailable(healthy), reason)
+    def _livez(snapshot: StatusSnapshot) -> Response:
+        live, reason = snapshot.live()
+        return _text(_ok_or_unavailable(live), reason)
+
+    @staticmethod
+    def _readyz(snapshot: StatusSnapshot) -> Response:
+        ready, reason = snapshot.ready()
+        return _text(_ok_or_unavailable(ready), reason)
 
     @staticmethod
     def _primary(snapshot: StatusSnapshot) -> Response:

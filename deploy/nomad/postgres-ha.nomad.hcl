@@ -186,8 +186,7 @@ job "postgres" {
       }
 
       # Lets Prometheus find every sidecar with consul_sd_configs (services: the name
-      # below) and scrape /metrics. The check also shows in Consul a sidecar whose control
-      # loop is wedged, or that still believes it leads after its lease ran out.
+      # below) and scrape /metrics.
       service {
         name = "postgres-consul-leader"
         port = "leader"
@@ -197,10 +196,30 @@ job "postgres" {
           metrics_path = "/metrics"
         }
 
+        # Liveness: fails only when the control loop is wedged, which a restart cures. A
+        # leader cut off from Consul stays live (it steps down by itself at its lease
+        # deadline), so a Consul outage never sets off a restart loop.
         check {
-          name     = "consul-leader control loop alive"
+          name     = "consul-leader alive"
           type     = "http"
-          path     = "/healthz"
+          path     = "/livez"
+          interval = "10s"
+          timeout  = "2s"
+
+          # Restart the task after 3 failures in a row (30 s), not during its first 30 s.
+          check_restart {
+            limit = 3
+            grace = "30s"
+          }
+        }
+
+        # Readiness: a confirmed Consul session, and not a leader past its lease. It gates
+        # the rolling update (update.health_check = "checks") and shows in Consul which
+        # sidecars cannot reach it; it never restarts anything.
+        check {
+          name     = "consul-leader ready"
+          type     = "http"
+          path     = "/readyz"
           interval = "10s"
           timeout  = "2s"
         }

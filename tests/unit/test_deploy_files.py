@@ -1,7 +1,7 @@
 """The shipped deployment files say what the sidecar needs, and nothing they say is wrong.
 
 * `Dockerfile`: hadolint reports nothing, and the image runs the project's console script as a
-  numeric non-root user, exposes the sidecar's default port and checks `/healthz`.
+  numeric non-root user, exposes the sidecar's default port and checks liveness (`/livez`).
 * `deploy/nomad/*.nomad.hcl`: each parses (a small HCL reader below: blocks, attributes,
   strings, heredocs, lists), runs the sidecar as a prestart sidecar with a workload-identity
   Consul token, tags a service that has `enable_tag_override = true`, and gives the sidecar an
@@ -161,7 +161,7 @@ def test_image_exposes_and_checks_the_default_listen_port() -> None:
     assert the_instruction(instructions, "EXPOSE").arguments == str(port)
     command = healthcheck_command(instructions)
     assert command[:2] == ["python", "-c"]
-    assert "/healthz" in command[2] and f"'{port}'" in command[2]
+    assert "/livez'" in command[2] and f"'{port}'" in command[2]
     assert the_instruction(instructions, "STOPSIGNAL").arguments == "SIGTERM"
 
 
@@ -442,8 +442,11 @@ def test_sidecar_port_is_mapped_and_discoverable(job: SidecarJob) -> None:
     assert len(labels) == 1, f"one port mapped to {listen[1]} expected"
     services = [s for s in job.task.children("service") if s.attributes.get("port") == labels[0]]
     assert len(services) == 1, "a service Prometheus can discover, on the sidecar's port"
-    checks = services[0].children("check")
-    assert [c.attributes.get("path") for c in checks] == ["/healthz"]
+    checks = {c.attributes.get("path"): c for c in services[0].children("check")}
+    assert sorted(checks) == ["/livez", "/readyz"]
+    # Only liveness restarts the task: a failing readiness (Consul unreachable) must not.
+    assert checks["/livez"].child("check_restart").attributes["limit"] >= 1
+    assert checks["/readyz"].children("check_restart") == []
 
 
 def runtime_env(job: SidecarJob, tmp_path: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from consul_leader.adapters.status_server import StatusServer, StatusSnapshot
 
 STATES = ["NoSession", "Follower", "Candidate", "Leader"]
+ROUTES = ["/metrics", "/livez", "/readyz", "/healthz", "/primary", "/replica", "/status"]
 TIMEOUT = 5.0
 
 FOLLOWER = StatusSnapshot(state="Follower", since=1_700_000_000.0, session="sess-1",
@@ -74,69 +75,95 @@ def sidecar() -> Iterator[Sidecar]:
     assert server_threads() == [], "stop() left a server thread behind"
 
 
-# -- StatusSnapshot.healthy (pure) -----------------------------------------------------------
+# -- StatusSnapshot.live and .ready (pure) ---------------------------------------------------
 
 @pytest.mark.parametrize("state", STATES)
-def test_any_state_with_live_loop_and_lease_is_healthy(state: str) -> None:
-    assert snapshot_in(state).healthy() == (True, "ok")
-
-
-@pytest.mark.parametrize("state", ["NoSession", "Follower", "Candidate"])
-def test_non_leader_without_lease_is_healthy(state: str) -> None:
-    assert snapshot_in(state, lease_remaining=None, last_renew_age=None).healthy()[0]
+def test_live_in_every_state_while_the_loop_runs(state: str) -> None:
+    assert snapshot_in(state, lease_remaining=-5.0).live() == (True, "ok")
 
 
 @pytest.mark.parametrize("state", STATES)
-def test_wedged_loop_is_unhealthy_in_every_state(state: str) -> None:
-    healthy, reason = snapshot_in(state, loop_alive=False).healthy()
+def test_wedged_loop_is_neither_live_nor_ready(state: str) -> None:
+    snapshot = snapshot_in(state, loop_alive=False)
 
-    assert not healthy
-    assert "control loop" in reason
-
-
-def test_leader_with_expired_lease_is_unhealthy() -> None:
-    healthy, reason = dataclasses.replace(LEADER, lease_remaining=-2.5,
-                                          last_renew_age=17.5).healthy()
-
-    assert not healthy
-    assert reason == "stale leader: lease expired 2.5s ago"
+    for answer in (snapshot.live(), snapshot.ready()):
+        assert not answer[0]
+        assert "control loop" in answer[1]
 
 
-def test_leader_without_any_lease_is_unhealthy() -> None:
-    healthy, reason = dataclasses.replace(LEADER, lease_remaining=None).healthy()
+@pytest.mark.parametrize("state", ["Follower", "Candidate", "Leader"])
+def test_ready_with_a_confirmed_session_and_lease(state: str) -> None:
+    assert snapshot_in(state).ready() == (True, "ok")
 
-    assert not healthy
+
+def test_no_session_is_not_ready() -> None:
+    snapshot = snapshot_in("NoSession", session=None, lease_remaining=None, last_renew_age=None)
+
+    assert snapshot.ready() == (False, "no confirmed session")
+
+
+def test_leader_past_its_lease_is_live_but_not_ready() -> None:
+    stale = dataclasses.replace(LEADER, lease_remaining=-2.5, last_renew_age=17.5)
+
+    assert stale.live() == (True, "ok")
+    assert stale.ready() == (False, "stale leader: lease expired 2.5s ago")
+
+
+def test_leader_without_any_lease_is_not_ready() -> None:
+    ready, reason = dataclasses.replace(LEADER, lease_remaining=None).ready()
+
+    assert not ready
     assert reason.startswith("stale leader")
 
 
 def test_lease_ending_exactly_now_counts_as_expired() -> None:
-    assert not dataclasses.replace(LEADER, lease_remaining=0.0).healthy()[0]
+    assert not dataclasses.replace(LEADER, lease_remaining=0.0).ready()[0]
 
 
-# -- /healthz --------------------------------------------------------------------------------
+def test_follower_whose_lease_ran_out_is_not_ready() -> None:
+    ready, reason = snapshot_in("Follower", lease_remaining=-0.5).ready()
 
-def test_healthz_is_ok_while_healthy(sidecar: Sidecar) -> None:
-    response = sidecar.get("/healthz")
+    assert (ready, reason) == (False, "session not confirmed: lease expired 0.5s ago")
+
+
+# -- /livez, /readyz and /healthz ------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+def test_health_endpoints_are_ok_for_a_renewing_follower(sidecar: Sidecar, path: str) -> None:
+    response = sidecar.get(path)
 
     assert (response.status_code, response.text) == (200, "ok\n")
     assert response.headers["Content-Type"].startswith("text/plain")
 
 
-def test_healthz_is_503_with_reason_for_a_stale_leader(sidecar: Sidecar) -> None:
+@pytest.mark.parametrize(("path", "status", "text"), [
+    ("/livez", 200, "ok\n"),
+    ("/healthz", 200, "ok\n"),
+    ("/readyz", 503, "stale leader: lease expired 1.0s ago\n"),
+])
+def test_a_leader_past_its_lease_is_live_but_not_ready(sidecar: Sidecar, path: str, status: int,
+                                                       text: str) -> None:
     sidecar.snapshot = dataclasses.replace(LEADER, lease_remaining=-1.0)
 
-    response = sidecar.get("/healthz")
+    response = sidecar.get(path)
 
-    assert (response.status_code, response.text) == (503, "stale leader: lease expired 1.0s ago\n")
+    assert (response.status_code, response.text) == (status, text)
 
 
-def test_healthz_is_503_when_the_loop_is_wedged(sidecar: Sidecar) -> None:
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+def test_health_endpoints_are_503_when_the_loop_is_wedged(sidecar: Sidecar, path: str) -> None:
     sidecar.snapshot = snapshot_in("Follower", loop_alive=False)
 
-    response = sidecar.get("/healthz")
+    response = sidecar.get(path)
 
     assert response.status_code == 503
     assert "control loop" in response.text
+
+
+def test_readyz_is_503_without_a_session_while_livez_is_200(sidecar: Sidecar) -> None:
+    sidecar.snapshot = snapshot_in("NoSession", session=None, lease_remaining=None)
+
+    assert (sidecar.get("/readyz").status_code, sidecar.get("/livez").status_code) == (503, 200)
 
 
 # -- /primary and /replica -------------------------------------------------------------------
@@ -198,7 +225,8 @@ def test_status_reports_every_field(sidecar: Sidecar) -> None:
     assert response.json() == {
         "state": "Leader", "since": 1_700_000_000.0, "session": "sess-1",
         "key": "consul-leader/db/lock", "fencing_token": 12, "last_renew_age": 2.0,
-        "lease_remaining": 13.0, "holder": "sess-1", "published": True, "healthy": True,
+        "lease_remaining": 13.0, "holder": "sess-1", "published": True, "live": True,
+        "ready": True, "healthy": True,
     }
 
 
@@ -221,10 +249,12 @@ def test_status_answers_200_in_every_state(sidecar: Sidecar, state: str) -> None
     assert response.json()["session"] is None
 
 
-def test_status_of_a_stale_leader_says_unhealthy(sidecar: Sidecar) -> None:
+def test_status_of_a_stale_leader_says_live_but_not_ready(sidecar: Sidecar) -> None:
     sidecar.snapshot = dataclasses.replace(LEADER, lease_remaining=-3.0)
 
-    assert sidecar.get("/status").json()["healthy"] is False
+    status = sidecar.get("/status").json()
+
+    assert (status["live"], status["ready"], status["healthy"]) == (True, False, True)
 
 
 # -- /metrics --------------------------------------------------------------------------------
@@ -289,7 +319,7 @@ def test_metrics_do_not_need_a_snapshot(sidecar: Sidecar) -> None:
 
 # -- HEAD, 404, 405, 500 ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/primary", "/replica", "/status"])
+@pytest.mark.parametrize("path", ROUTES)
 def test_head_matches_get_without_a_body(sidecar: Sidecar, path: str) -> None:
     headers = {"Accept-Encoding": "identity"}
     get = sidecar.get(path, headers=headers)
@@ -310,7 +340,8 @@ def test_head_reports_role_status(sidecar: Sidecar) -> None:
     assert requests.head(sidecar.url("/replica"), timeout=TIMEOUT).status_code == 503
 
 
-@pytest.mark.parametrize("path", ["/", "/leader", "/metrics/", "/healthz/extra", "/favicon.ico"])
+@pytest.mark.parametrize("path", ["/", "/leader", "/metrics/", "/healthz/extra", "/livez/",
+                                  "/ready", "/favicon.ico"])
 def test_unknown_paths_are_404(sidecar: Sidecar, path: str) -> None:
     assert sidecar.get(path).status_code == 404
 
@@ -322,7 +353,7 @@ def test_unknown_path_is_404_whatever_the_method(sidecar: Sidecar) -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/primary", "/replica", "/status"])
+@pytest.mark.parametrize("path", ROUTES)
 def test_other_methods_are_405(sidecar: Sidecar, method: str, path: str) -> None:
     response = requests.request(method, sidecar.url(path), data=b'{"state": "Leader"}',
                                 timeout=TIMEOUT)
@@ -331,7 +362,7 @@ def test_other_methods_are_405(sidecar: Sidecar, method: str, path: str) -> None
     assert response.headers["Allow"] == "GET, HEAD"
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/primary", "/replica", "/status"])
+@pytest.mark.parametrize("path", [r for r in ROUTES if r != "/metrics"])
 def test_failing_snapshot_gives_500_and_the_server_keeps_serving(sidecar: Sidecar,
                                                                  path: str) -> None:
     sidecar.failure = RuntimeError("controller lock poisoned")
