@@ -1,8 +1,9 @@
 """The `consul-leader` command.
 
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for a configuration error (one line
-per problem, naming the variable, before any request to Consul). Transient Consul faults
-never end the process.
+per problem, naming the variable, before any request to Consul; a listen address that cannot
+be bound is one). Transient Consul faults never end the process. ``--help`` and ``--version``
+exit 0, without a traceback even when the reader closes the pipe early (``| head -1``).
 """
 
 from __future__ import annotations
@@ -10,16 +11,28 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from consul_leader.adapters import logs
-from consul_leader.adapters.config import VARIABLES, Config, ConfigError, load_config
+from consul_leader.adapters.config import (
+    VARIABLES,
+    Config,
+    ConfigError,
+    listen_text,
+    load_config,
+)
+
+if TYPE_CHECKING:
+    from consul_leader.adapters.status_server import ListenError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+HELP_WIDTH = 80  # terminals and `man`-style readers; the issue measured ~150 before
 
 
 def version() -> str:
@@ -30,30 +43,31 @@ def version() -> str:
 
 
 def usage() -> str:
-    width = max(len(v.name) for v in VARIABLES)
-    lines = [
-        "usage: consul-leader [--help] [--version]",
-        "",
-        "Leader-election sidecar for services on Consul and Nomad. Configured only by",
-        "environment variables:",
-        "",
-    ]
+    """The --help text, every line at most HELP_WIDTH columns."""
+    lines = ["usage: consul-leader [--help] [--version]", ""]
+    lines += _wrapped("Leader-election sidecar for services on Consul and Nomad. Configured "
+                      "only by environment variables:", "")
     for variable in VARIABLES:
-        default = variable.default_text or "(empty)"
-        lines.append(f"  {variable.name:<{width}}  default {default}")
-        lines.append(f"  {'':<{width}}  {variable.meaning}")
-    lines += ["", "Exit status: 0 after SIGTERM/SIGINT, 2 on a configuration error."]
+        lines += ["", f"  {variable.name}"]
+        lines += _wrapped(variable.meaning, "      ")
+        lines += _wrapped(f"Default: {variable.default_text or '(empty)'}", "      ")
+    lines += [""]
+    lines += _wrapped("Exit status: 0 after SIGTERM/SIGINT, 2 on a configuration error "
+                      "(including a listen address that cannot be bound).", "")
     return "\n".join(lines)
+
+
+def _wrapped(text: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, HELP_WIDTH, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
-        print(usage())
-        return EXIT_OK
+        return _print_and_exit(usage())
     if "--version" in args:
-        print(f"consul-leader {version()}")
-        return EXIT_OK
+        return _print_and_exit(f"consul-leader {version()}")
     if args:
         print(f"consul-leader: unexpected argument {args[0]!r} (configuration is by environment"
               " variables; see --help)", file=sys.stderr)
@@ -67,13 +81,31 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return run(config)
 
 
+def _print_and_exit(text: str) -> int:
+    """Print to stdout; a reader that went away (``| head -1``) is not an error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's own flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_OK
+
+
 def run(config: Config) -> int:
-    from consul_leader.adapters.sidecar import (
-        Sidecar,  # imported late: --help and config errors stay cheap
-    )
+    # Imported late: --help and configuration errors stay cheap.
+    from consul_leader.adapters.sidecar import Sidecar
+    from consul_leader.adapters.status_server import ListenError
 
     logs.configure(config.log_level, config.log_format, _log_context(config))
-    sidecar = Sidecar(config, version())
+    try:
+        sidecar = Sidecar(config, version())  # binds the listen address first, nothing else
+    except ListenError as exc:
+        print(f"consul-leader: configuration error: {_listen_problem(config, exc)}",
+              file=sys.stderr)
+        return EXIT_CONFIG
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -92,6 +124,14 @@ def run(config: Config) -> int:
         print(f"consul-leader: configuration error: {fatal}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def _listen_problem(config: Config, exc: ListenError) -> str:
+    assert config.listen is not None  # only a configured listener can fail to bind
+    hint = ""
+    if exc.address_in_use:
+        hint = " (give each sidecar on a host its own port, or set it to off)"
+    return f'CONSUL_LEADER_LISTEN="{listen_text(config.listen)}": {exc}{hint}'
 
 
 def _log_context(config: Config) -> dict[str, str]:

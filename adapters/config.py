@@ -46,6 +46,7 @@ from consul_leader.adapters.durations import (
 
 DEFAULT_CONSUL_ADDRESS = "127.0.0.1:8500"
 DEFAULT_SERVICE_NAME = "consul-leader"
+DEFAULT_LISTEN = ":9500"
 MAX_SESSION_TTL_NS = 24 * HOUR  # Consul's SessionTTLMax
 MAX_LOCK_DELAY_NS = 60 * SECOND  # Consul's MaxLockDelay: it caps silently, we refuse
 DURATION_HINT = "use Go syntax such as 15s or 1m30s"
@@ -103,9 +104,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_LEADER_FILE",
              "$NOMAD_ALLOC_DIR/$NOMAD_ALLOC_ID when both are set",
              "File written while leader and removed otherwise; empty disables it."),
-    Variable("CONSUL_LEADER_LISTEN", "0.0.0.0:9500",
-             "host:port for /metrics, /healthz, /primary, /replica, /status; :port for all "
-             "interfaces; off disables."),
+    Variable("CONSUL_LEADER_LISTEN", DEFAULT_LISTEN,
+             "host:port of /metrics, /livez, /readyz, /healthz, /primary, /replica and "
+             "/status. :port listens on every interface, IPv6 and IPv4 (IPv4 only where the "
+             "host has no IPv6); a host or address listens there only; off disables."),
     Variable("CONSUL_LEADER_ON_PROMOTE", "(none)", "Shell command run on becoming leader."),
     Variable("CONSUL_LEADER_ON_DEMOTE", "(none)", "Shell command run on stepping down."),
     Variable("CONSUL_LEADER_HOOK_TIMEOUT", "10s", "Time limit for each hook command."),
@@ -690,9 +692,9 @@ def _leader_file_problem(path: str) -> str | None:
 
 
 def _read_listen(env: _EnvReader) -> tuple[str, int] | None:
-    """``host:port``, ``:port`` (all interfaces), ``[v6]:port``, or ``off``."""
+    """``host:port``, ``:port`` (host ``""``: every interface), ``[v6]:port``, or ``off``."""
     name = "CONSUL_LEADER_LISTEN"
-    text = env.get(name) or "0.0.0.0:9500"
+    text = env.get(name) or DEFAULT_LISTEN
     if text.lower() == "off":
         return None
     host, separator, port_text = text.rpartition(":")
@@ -703,4 +705,10 @@ def _read_listen(env: _EnvReader) -> tuple[str, int] | None:
     if not separator or not _PORT.fullmatch(port_text) or int(port_text) > 65535:
         env.fail(name, text, "expected host:port, :port, [ipv6]:port or off")
         return None
-    return host or "0.0.0.0", int(port_text)
+    return host, int(port_text)
+
+
+def listen_text(listen: tuple[str, int]) -> str:
+    """``Config.listen`` written back the way ``CONSUL_LEADER_LISTEN`` takes it."""
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -47,6 +47,11 @@ def instance_name(config: Config) -> str:
 class Sidecar:
     def __init__(self, config: Config, version: str,
                  registry: CollectorRegistry | None = None) -> None:
+        """Build every adapter; nothing talks to Consul before ``start()``.
+
+        The status server binds first, so a busy listen address raises ``ListenError`` before
+        any other part exists.
+        """
         self.config = config
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(
@@ -55,6 +60,8 @@ class Sidecar:
             events=[e.value for e in Event],
             version=version,
         )
+        self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
+                              if config.listen else None)
         self.client = ConsulClient(config.consul, observer=self.metrics.consul_request)
         self.controller = Controller()
         post = self.controller.post
@@ -89,8 +96,6 @@ class Sidecar:
         )
         self.effects.controller = self.controller
         self.controller.attach(LeaderMachine(self.effects))
-        self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
-                              if config.listen else None)
 
     def _confirm_role(self, session: str, timeout: float) -> bool:
         """May this renew's health-check round vouch for our role? Followers and candidates

@@ -14,6 +14,11 @@ Routes (GET and HEAD; other methods on them answer 405, unknown paths 404):
 - ``/replica``  200 while Follower, else 503 (JSON).
 - ``/status``   JSON view of the sidecar's state.
 
+Listening: the socket is bound in the constructor, so a busy or unusable address fails
+(``ListenError``) before anything else starts. Host ``""`` (``ALL_INTERFACES``) means every
+interface: one dual-stack IPv6 socket (``IPV6_V6ONLY=0``) that takes IPv4 connections too, or an
+IPv4 socket where the host has no IPv6. Any other host binds exactly that address.
+
 Guarantees:
 - Every answer is computed from one fresh snapshot, taken per request; nothing is cached.
 - A snapshot (or a metrics collection) that raises gives 500 for that request; the server
@@ -32,6 +37,7 @@ does not import ``fsm``; they must match the machine's state names.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import logging
@@ -50,6 +56,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 log = logging.getLogger(__name__)
+
+ALL_INTERFACES: Final = ""
+# What binding "::" fails with where the host has no IPv6 (disabled in the kernel or on every
+# interface): then every interface means every IPv4 one.
+_NO_IPV6: Final = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EADDRNOTAVAIL})
 
 LEADER: Final = "Leader"
 FOLLOWER: Final = "Follower"
@@ -266,20 +277,63 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("status http: " + format, *args)
 
 
+class ListenError(Exception):
+    """The listen address cannot be bound: in use, not on this host, unresolvable, forbidden."""
+
+    def __init__(self, address: str, cause: OSError) -> None:
+        super().__init__(f"cannot listen on {address}: {cause.strerror or cause}")
+        self.errno = cause.errno
+
+    @property
+    def address_in_use(self) -> bool:
+        return self.errno == errno.EADDRINUSE
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind(listen: tuple[str, int], routes: Routes) -> _HTTPServer:
+    """A bound, listening server for ``listen``; see the module docstring for ``""``."""
+    host, port = listen
+    if host != ALL_INTERFACES:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return _bind_one((host, port), routes, family)
+    try:
+        return _bind_one(("::", port), routes, socket.AF_INET6, dual_stack=True)
+    except ListenError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise
+    log.info("this host has no IPv6: listening on IPv4 only", extra={"port": port})
+    return _bind_one(("0.0.0.0", port), routes, socket.AF_INET)
+
+
+def _bind_one(address: tuple[str, int], routes: Routes, family: socket.AddressFamily,
+              dual_stack: bool = False) -> _HTTPServer:
+    try:
+        return _HTTPServer(address, routes, family, dual_stack)
+    except OSError as exc:  # socket.gaierror for a name that does not resolve is one too
+        raise ListenError(_shown(*address), exc) from exc
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that tracks its daemon request threads so stop() can end them."""
 
     daemon_threads = True
 
-    def __init__(self, listen: tuple[str, int], routes: Routes) -> None:
+    def __init__(self, listen: tuple[str, int], routes: Routes, family: socket.AddressFamily,
+                 dual_stack: bool) -> None:
         self.routes = routes
         self._in_flight: dict[threading.Thread, socket.socket] = {}
         self._in_flight_lock = threading.Lock()
-        if ":" in listen[0]:
-            self.address_family = socket.AF_INET6
+        self.address_family = family
+        self._dual_stack = dual_stack
         super().__init__(listen, _Handler)
 
     def server_bind(self) -> None:
+        if self._dual_stack:
+            # Linux defaults to dual-stack, but net.ipv6.bindv6only and other systems may not.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         # HTTPServer.server_bind resolves getfqdn(host), which can stall on DNS; we never need it.
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
@@ -320,13 +374,13 @@ def _join_all(threads: Iterable[threading.Thread], timeout: float) -> None:
 class StatusServer:
     """Serves ``Routes`` on ``listen`` (port 0 picks a free port) from a daemon thread.
 
-    The socket is bound in the constructor, so a bad or busy address fails before anything
-    else starts and ``address`` is known before ``start()``.
+    The socket is bound in the constructor (``ListenError`` if it cannot be), so a bad or busy
+    address fails before anything else starts and ``address`` is known before ``start()``.
     """
 
     def __init__(self, listen: tuple[str, int], registry: CollectorRegistry,
                  snapshot: Callable[[], StatusSnapshot]) -> None:
-        self._httpd = _HTTPServer(listen, Routes(registry, snapshot))
+        self._httpd = _bind(listen, Routes(registry, snapshot))
         self._thread: threading.Thread | None = None
         self._stopped = False
 

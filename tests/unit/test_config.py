@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from consul_leader.adapters.config import VARIABLES, Config, ConfigError, load_config
+from consul_leader.adapters.config import (
+    VARIABLES,
+    Config,
+    ConfigError,
+    listen_text,
+    load_config,
+)
 from tests.unit.test_consul_client import Pki, make_pki
 
 SECRET = "b7c1e2f0-secret-token-value"
@@ -58,7 +64,7 @@ def test_defaults() -> None:
     assert (config.lock_delay, config.lock_delay_text) == (0.0, "0s")
     assert (config.log_level, config.log_format) == ("warn", "logfmt")
     assert (config.service_ids, config.alloc_id, config.alloc_dir) == ((), None, None)
-    assert (config.leader_file, config.listen) == (None, ("0.0.0.0", 9500))
+    assert (config.leader_file, config.listen) == (None, ("", 9500))  # every interface
     assert (config.on_promote, config.on_demote, config.hook_timeout) == (None, None, 10.0)
     assert (config.health_check, config.watch_wait, config.node_name) == (True, 300.0, None)
 
@@ -660,13 +666,22 @@ def test_default_leader_file_in_a_missing_allocation_directory(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("text", "listen"),
-    [(":9600", ("0.0.0.0", 9600)), ("127.0.0.1:9500", ("127.0.0.1", 9500)),
+    [(":9600", ("", 9600)), ("0.0.0.0:9500", ("0.0.0.0", 9500)),
+     ("127.0.0.1:9500", ("127.0.0.1", 9500)),
      ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::]:9500", ("::", 9500)),
      ("[::1]:9500", ("::1", 9500)), ("sidecar.local:80", ("sidecar.local", 80)),
      ("off", None), ("OFF", None)],
 )
 def test_listen(text: str, listen: tuple[str, int] | None) -> None:
     assert load(CONSUL_LEADER_LISTEN=text).listen == listen
+
+
+@pytest.mark.parametrize("text", [":9600", "0.0.0.0:9500", "[::1]:9500", "[::]:0",
+                                  "sidecar.local:80"])
+def test_listen_text_gives_back_what_was_read(text: str) -> None:
+    listen = load(CONSUL_LEADER_LISTEN=text).listen
+    assert listen is not None
+    assert listen_text(listen) == text
 
 
 @pytest.mark.parametrize("text", ["9500", "host:", "host:99999", "::1:9500", "host:http",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
+import os
 import shutil
 import socket
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge
 
-from consul_leader.adapters.status_server import StatusServer, StatusSnapshot
+from consul_leader.adapters.status_server import ListenError, StatusServer, StatusSnapshot
 
 STATES = ["NoSession", "Follower", "Candidate", "Leader"]
 ROUTES = ["/metrics", "/livez", "/readyz", "/healthz", "/primary", "/replica", "/status"]
@@ -416,10 +418,83 @@ def test_address_is_known_before_start_and_port_zero_picks_a_port() -> None:
 def test_busy_address_fails_in_the_constructor() -> None:
     first = StatusServer(("127.0.0.1", 0), CollectorRegistry(), lambda: FOLLOWER)
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(ListenError) as info:
             StatusServer(first.address, CollectorRegistry(), lambda: FOLLOWER)
     finally:
         first.stop()
+
+    assert info.value.address_in_use
+    assert str(info.value) == (f"cannot listen on 127.0.0.1:{first.address[1]}: "
+                               "Address already in use")
+
+
+def test_every_interface_is_busy_when_ipv4_alone_is_taken() -> None:
+    # Falling back to IPv4 would fail the same way; the error is reported, not papered over.
+    ipv4 = socket.create_server(("0.0.0.0", 0))
+    try:
+        with pytest.raises(ListenError, match="Address already in use"):
+            StatusServer(("", ipv4.getsockname()[1]), CollectorRegistry(), lambda: FOLLOWER)
+    finally:
+        ipv4.close()
+
+
+def test_unresolvable_host_is_a_listen_error() -> None:
+    with pytest.raises(ListenError, match=r"^cannot listen on nowhere\.invalid:0: "):
+        StatusServer(("nowhere.invalid", 0), CollectorRegistry(), lambda: FOLLOWER)
+
+
+# -- every interface: IPv6 and IPv4 ----------------------------------------------------------
+
+def answers_on(host: str, port: int) -> int:
+    shown = f"[{host}]" if ":" in host else host
+    return requests.get(f"http://{shown}:{port}/livez", timeout=TIMEOUT).status_code
+
+
+def test_every_interface_means_ipv6_and_ipv4() -> None:
+    server = StatusServer(("", 0), CollectorRegistry(), lambda: FOLLOWER)
+    server.start()
+    try:
+        host, port = server.address
+        dual = server._httpd.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+
+        assert (host, dual) == ("::", 0)
+        assert (answers_on("127.0.0.1", port), answers_on("::1", port)) == (200, 200)
+    finally:
+        server.stop()
+
+
+def test_an_ipv4_address_listens_on_ipv4_only() -> None:
+    server = StatusServer(("127.0.0.1", 0), CollectorRegistry(), lambda: FOLLOWER)
+    server.start()
+    try:
+        port = server.address[1]
+        assert answers_on("127.0.0.1", port) == 200
+        with pytest.raises(requests.ConnectionError):
+            answers_on("::1", port)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("refusal", [errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL])
+def test_every_interface_falls_back_to_ipv4_without_ipv6(monkeypatch: pytest.MonkeyPatch,
+                                                         refusal: int) -> None:
+    real_socket = socket.socket
+
+    def without_ipv6(family: int = -1, *args: object, **kwargs: object) -> socket.socket:
+        if family == socket.AF_INET6:  # as on a host booted with ipv6.disable=1
+            raise OSError(refusal, os.strerror(refusal))
+        return real_socket(family, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "socket", without_ipv6)
+    server = StatusServer(("", 0), CollectorRegistry(), lambda: FOLLOWER)
+    monkeypatch.undo()
+    server.start()
+    try:
+        host, port = server.address
+        assert host == "0.0.0.0"
+        assert answers_on("127.0.0.1", port) == 200
+    finally:
+        server.stop()
 
 
 def test_stop_leaves_no_thread_and_closes_the_socket() -> None:
