@@ -1,10 +1,11 @@
 """deploy/grafana/consul-leader.json: a dashboard Grafana can import, with PromQL that parses.
 
 * Schema: the dashboard declares `schemaVersion`; the rules for that version below are the
-  required fields and enumerations of Grafana's dashboard schema as it stood then (schema 39:
-  Grafana 10.4 to 11.2, `packages/grafana-schema/src/raw/dashboard/x/dashboard_types.gen.ts`
-  and `kinds/dashboard/dashboard_kind.cue`; later Grafana versions migrate it on import). A
-  version without rules here fails the test rather than passing unchecked.
+  required fields and enumerations of Grafana's dashboard schema of that time (schema 39:
+  `packages/grafana-schema/src/raw/dashboard/x/dashboard_types.gen.ts` and
+  `kinds/dashboard/dashboard_kind.cue` of Grafana's repository; later Grafana versions migrate
+  it forward on load). A version without rules here fails the test rather than passing
+  unchecked.
 * House rules on top: unique panel ids, no overlapping panels, every panel titled, every
   query with a refId and an expression, every metric selector filtered by `$service`.
 * PromQL: every expression, Grafana's variables replaced by sample values, is written as a
