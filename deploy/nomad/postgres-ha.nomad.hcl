@@ -44,7 +44,7 @@ job "postgres" {
         to = 5432
       }
 
-      # The sidecar's HTTP server (CONSUL_LEADER_LISTEN, default 0.0.0.0:9500).
+      # The sidecar's HTTP server (CONSUL_LEADER_LISTEN, default :9500).
       port "leader" {
         to = 9500
       }
