@@ -12,7 +12,8 @@ Routes (GET and HEAD; other methods on them answer 405, unknown paths 404):
   leader past its lease, which made restart policies restart it during Consul outages).
 - ``/primary``  200 only while Leader *and* the local lease is unexpired, else 503 (JSON).
 - ``/replica``  200 while Follower, else 503 (JSON).
-- ``/status``   JSON view of the sidecar's state.
+- ``/status``   JSON view of the sidecar's state, with ``live`` and ``ready`` (and ``healthy``,
+  the same as ``live``, for existing readers).
 
 Listening: the socket is bound in the constructor, so a busy or unusable address fails
 (``ListenError``) before anything else starts. Host ``""`` (``ALL_INTERFACES``) means every
