@@ -46,6 +46,7 @@ from typing import Any
 from .acl import AclSystem
 from .api import AgentApi
 from .api.common import Settings
+from .catalog import ALIAS_REFRESH_INTERVAL
 from .control import ControlApi
 from .events import DEFAULT_CAPACITY, EventJournal
 from .faults import NodeFaults
@@ -92,11 +93,13 @@ class ConsulDouble:
         control_port: int = 0,
         failover_window: float = DEFAULT_FAILOVER_WINDOW,
         journal_capacity: int = DEFAULT_CAPACITY,
+        alias_refresh_interval: float = ALIAS_REFRESH_INTERVAL,
     ) -> None:
         self.node_names = tuple(nodes)
         self.state = ClusterState(
             self.node_names, session_ttl_min=session_ttl_min, rpc_hold_timeout=rpc_hold_timeout,
-            node_address=host, journal=EventJournal(journal_capacity),
+            node_address=host, journal=EventJournal(journal_capacity), acl=acl,
+            alias_refresh_interval=alias_refresh_interval,
         )
         self.acl = acl
         self.failover_window = failover_window

@@ -107,12 +107,13 @@ def agent_service_with_hash(service: ServiceRecord, datacenter: str) -> dict[str
 
 
 def health_check(check: CheckRecord, agent_view: bool = False) -> dict[str, Any]:
-    """§4.6 `structs.HealthCheck`. The agent view shows the agent's latest output."""
+    """§4.6 `structs.HealthCheck`. The agent view shows the agent's copy (status and
+    output), the catalog view what the last sync sent (addendum §11)."""
     return {
         "Node": check.node,
         "CheckID": check.check_id,
         "Name": check.name,
-        "Status": check.status,
+        "Status": check.status if agent_view else check.catalog_status,
         "Notes": check.notes,
         "Output": check.output if agent_view else check.catalog_output,
         "ServiceID": check.service_id,

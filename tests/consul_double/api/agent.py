@@ -109,7 +109,7 @@ def register_service(call: Call) -> Reply:
         if existing is not None and existing.name != service.name:
             call.require("service", existing.name, "write")
         call.state.catalog.register_service(
-            txn, call.node, service, specs, replace_existing_checks
+            txn, call.node, service, specs, replace_existing_checks, call.token or ""
         )
     return Reply(200)
 

@@ -147,7 +147,7 @@ def health_state(call: Call) -> Reply:
             views.health_check(check)
             for node in catalog.nodes()
             for check in _readable_checks(call, node, node.catalog_checks())
-            if state in ("any", check.status)
+            if state in ("any", check.catalog_status)
         ]
         return QueryResult(call.apply_filter(listed, AGENT_CHECK), catalog.table_index("checks"))
 
