@@ -20,8 +20,8 @@ docs/consul-semantics-addendum.md from §9 on):
   `TTL expired` (§4.6).
 * Alias checks (§9) follow the aliased service: a local one is re-evaluated when
   the agent notifies it (a check of that service added, changed in status or
-  removed; the service added or removed) and at least every 60s; a remote one
-  (AliasNode) whenever the catalog's view of that node changes.
+  removed; the service added or removed), a remote one (AliasNode) whenever the
+  catalog's view of that node changes; both at least every 60s.
 * Per-service indexes move whenever an instance, one of its checks, or a node
   check of its node changes, as Consul's `service.<name>` index does (§5).
 """
@@ -562,7 +562,7 @@ class CatalogTable:
             status, output = self._remote_alias_verdict(check)
         else:
             status, output = self._local_alias_verdict(node, check)
-            self._arm_alias_refresh(node, check)
+        self._arm_alias_refresh(node, check)
         self._update_status(txn, node, check, status, output)
 
     def _local_alias_verdict(self, node: NodeRecord, alias: CheckRecord) -> tuple[str, str]:
@@ -608,7 +608,8 @@ class CatalogTable:
         return alias_verdict(alias.alias_node, alias.alias_service, checks, service_exists)
 
     def _arm_alias_refresh(self, node: NodeRecord, check: CheckRecord) -> None:
-        """runLocal re-reads the local state a minute after its last evaluation anyway."""
+        """runLocal re-reads the local state a minute after its last evaluation anyway, and
+        runQuery's blocking query returns within MaxQueryTime (a minute) and runs again."""
         self._core.timers.cancel(check.alias_timer)
         check.alias_timer = self._core.timers.schedule(
             self._alias_refresh_interval,

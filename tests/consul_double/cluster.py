@@ -84,6 +84,7 @@ class ConsulDouble:
     def __init__(
         self,
         nodes: tuple[str, ...] = ("n1",),
+        servers: tuple[str, ...] = (),
         session_ttl_min: float = 10.0,
         rpc_hold_timeout: float = 7.0,
         acl: AclSystem | None = None,
@@ -98,7 +99,7 @@ class ConsulDouble:
         self.node_names = tuple(nodes)
         self.state = ClusterState(
             self.node_names, session_ttl_min=session_ttl_min, rpc_hold_timeout=rpc_hold_timeout,
-            node_address=host, journal=EventJournal(journal_capacity), acl=acl,
+            node_address=host, journal=EventJournal(journal_capacity), acl=acl, servers=servers,
             alias_refresh_interval=alias_refresh_interval,
         )
         self.acl = acl

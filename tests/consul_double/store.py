@@ -76,12 +76,19 @@ class ClusterState:
         journal: EventJournal | None = None,
         acl: AclSystem | None = None,
         alias_refresh_interval: float = ALIAS_REFRESH_INTERVAL,
+        servers: tuple[str, ...] = (),
     ) -> None:
         if not node_names:
             raise ValueError("a cluster needs at least one node")
         if len(set(node_names)) != len(node_names):
             raise ValueError(f"node names must be unique: {node_names}")
+        unknown = [name for name in servers if name not in node_names]
+        if unknown:
+            raise ValueError(f"servers must be among the nodes {node_names}: {unknown}")
         self.node_names = tuple(node_names)
+        # Nodes whose agents are servers; the first one leads while there is a leader.
+        # With none, the servers are outside the node list (every agent is a client).
+        self.server_nodes = tuple(servers)
         self.datacenter = DATACENTER
         self.rpc_hold_timeout = rpc_hold_timeout
         self._clock = clock
@@ -258,6 +265,10 @@ class ClusterState:
     def has_leader(self) -> bool:
         with self._core.lock:
             return self._leader_lost_at is None
+
+    def leader_present(self) -> bool:
+        """Like has_leader, for a caller that already holds the cluster lock."""
+        return self._leader_lost_at is None
 
     def node_reachable(self, name: str) -> bool:
         return name not in self._unreachable and not self._closing
