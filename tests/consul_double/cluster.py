@@ -33,6 +33,13 @@ Deliberate simplifications (where the double is not Consul):
   reaped, and lock-delays run on the monotonic clock.
 * `/v1/status/leader` answers "" at once while there is no leader (any server
   answers it), without the hold.
+* Nodes are client agents unless named in `servers=` (the first leads while there
+  is a leader); there is one datacenter, `dc1` (docs/consul-semantics-addendum.md §12).
+* Checks sync with their own token (addendum §11) at once: Consul's skipped sync of
+  an identical re-registration and the periodic full sync are not modelled; the
+  agent has no default token, so a check registered without one syncs as anonymous.
+* Alias checks (addendum §9): a remote alias re-evaluates on any catalog change of
+  its node (no RPC backoff); no maintenance-mode endpoints are served.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class CheckRecord:
     # What the catalog shows: an output-only change stays on the agent (§4.6).
     catalog_output: str = ""
     # What the catalog shows as the status: the agent syncs a status change with the
-    # check's own token, so after that token is revoked the two differ (§12).
+    # check's own token, so after that token is revoked the two differ (addendum §11).
     catalog_status: str = ""
     service_id: str = ""
     service_name: str = ""
@@ -143,7 +143,7 @@ class CheckRecord:
     # The ACL token the agent registered the check with and syncs it with ("" = the
     # agent's default token), as local/state.go CheckState.Token.
     token: str = ""
-    alias_service: str = ""  # AliasService / AliasNode of an alias check (§9)
+    alias_service: str = ""  # AliasService / AliasNode of an alias check (addendum §9)
     alias_node: str = ""
     # CheckTTL.lastOutput: the output of the last pass/warn/fail/update, which the
     # `TTL expired` message quotes; a re-registration starts a new CheckTTL without it.
