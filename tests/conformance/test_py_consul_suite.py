@@ -58,9 +58,23 @@ def _sdist_tree() -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE_DIR) as download_dir:
         archive = _download_sdist(Path(download_dir))
-        with tarfile.open(archive) as sdist:
-            sdist.extractall(CACHE_DIR, filter="data")
+        _extract(archive, CACHE_DIR)
     return tree
+
+
+def _extract(archive: Path, destination: Path) -> None:
+    """Extract refusing links and paths that leave `destination` (tarfile's "data" filter
+    where this Python has it, the same checks by hand where it does not)."""
+    with tarfile.open(archive) as sdist:
+        if hasattr(tarfile, "data_filter"):
+            sdist.extractall(destination, filter="data")
+            return
+        root = destination.resolve()
+        for member in sdist.getmembers():
+            target = (destination / member.name).resolve()
+            if member.issym() or member.islnk() or not target.is_relative_to(root):
+                raise RuntimeError(f"unsafe member {member.name!r} in {archive.name}")
+        sdist.extractall(destination)  # members checked above
 
 
 def _download_sdist(directory: Path) -> Path:

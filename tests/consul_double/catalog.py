@@ -379,6 +379,8 @@ class CatalogTable:
         self._keep_record(node, check)
         if check.is_alias:
             self._alias_checks.add((node.name, check.check_id))
+        else:
+            self._alias_checks.discard((node.name, check.check_id))
         if restart_timer:
             self._arm_ttl_timer(node, check, previous)
         if previous is None or registered or previous.status != check.status:
