@@ -115,17 +115,21 @@ class Allocation:
         for runner in self.tasks.values():
             runner.shutdown()
 
-    def restore(self) -> None:
+    def restore(self, timeout: float = 10.0) -> None:
         """The client is back: prerun hooks again (tokens are the stored ones, group
         services registered again), task runners reattach (task services registered in
-        their Poststart again). A finished allocation stays finished."""
+        their Poststart again). Returns once the running tasks' hooks have run. A
+        finished allocation stays finished."""
         if self._finished.is_set():
             return
         self._event("Restored")
         self._register_group_services()
-        for runner in self.tasks.values():
-            if runner.state != DEAD:
-                runner.run(restoring=True)
+        restored = [runner for runner in self.tasks.values() if runner.state != DEAD]
+        for runner in restored:
+            runner.run(restoring=True)
+        for runner in restored:
+            if runner.process is not None:
+                runner.wait_poststarted(timeout)
 
     def update(self, canary: bool | None = None) -> None:
         """An allocation update from the servers (e.g. a deployment promoting a canary):

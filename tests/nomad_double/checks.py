@@ -38,9 +38,10 @@ class ScriptCheckRunner:
     """One script check of one task run: a thread heartbeating its TTL check."""
 
     def __init__(self, check_id: str, interval: float, probe: Probe, update_ttl: UpdateTtl,
-                 name: str) -> None:
+                 name: str, backoff_base: float = UPDATE_TTL_BACKOFF_BASE) -> None:
         self.check_id = check_id
         self.interval = interval
+        self.backoff_base = backoff_base
         self._probe = probe
         self._update_ttl = update_ttl
         self._stop = threading.Event()
@@ -74,8 +75,9 @@ class ScriptCheckRunner:
                 self._update_ttl(self.check_id, status, output)
                 return
             except ConsulError:
-                backoff = (1 << (2 * attempts)) * UPDATE_TTL_BACKOFF_BASE
-                if backoff > UPDATE_TTL_BACKOFF_LIMIT:
+                backoff = (1 << (2 * attempts)) * self.backoff_base
+                limit = UPDATE_TTL_BACKOFF_LIMIT / UPDATE_TTL_BACKOFF_BASE * self.backoff_base
+                if backoff > limit:
                     return
                 attempts += 1
                 self._stop.wait(backoff)

@@ -63,6 +63,9 @@ class SyncSettings:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     contact_backoff_base: float = CONTACT_BACKOFF_BASE
     contact_backoff_limit: float = CONTACT_BACKOFF_LIMIT
+    # script_check_hook.go (updateTTLBackoffBaseline): a heartbeat that fails (the check
+    # is not registered yet, say) is retried once after this long.
+    ttl_update_backoff: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,12 @@ class ServiceClient:
                     return False
                 self._cond.wait(remaining)
             return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything committed so far has been synced successfully."""
+        with self._cond:
+            committed = self._committed
+        return self.wait_synced(committed, timeout)
 
     def wait_for_sync(self, after: float, timeout: float, reason: str | None = None
                       ) -> SyncRecord:

@@ -102,12 +102,14 @@ class TaskRunner:
         self._registered: Workload | None = None  # service hook: what is registered now
         self._checks: list[ScriptCheckRunner] = []
         self._thread: threading.Thread | None = None
+        self._poststarted = threading.Event()  # this run's Poststart hooks have run
 
     # -- what the allocation runner calls -----------------------------------------------
 
     def run(self, restoring: bool = False) -> None:
         with self._cond:
             self._shutting_down = False
+        self._poststarted.clear()
         self._thread = threading.Thread(target=self._run, args=(restoring,), daemon=True,
                                         name=f"task-{self.alloc.id[:8]}-{self.name}")
         self._thread.start()
@@ -134,6 +136,10 @@ class TaskRunner:
             self._shutting_down = True
             self._cond.notify_all()
         self.join(timeout)
+
+    def wait_poststarted(self, timeout: float) -> bool:
+        """Wait until this run's Poststart hooks ran (services registered, checks on)."""
+        return self._poststarted.wait(timeout)
 
     def join(self, timeout: float) -> None:
         thread = self._thread
@@ -278,6 +284,7 @@ class TaskRunner:
             with self._cond:
                 self._registered = workload
         self._start_checks(workload)
+        self._poststarted.set()
 
     def _handle_kill(self) -> None:
         """nomad: task_runner.go (handleKill): PreKilling hooks (services deregistered),
@@ -314,6 +321,7 @@ class TaskRunner:
                     ids.check_id(service_id, check), check.interval, self._probe,
                     service_client.update_ttl,
                     name=f"check-{self.alloc.id[:8]}-{self.name}-{check.name}",
+                    backoff_base=self.alloc.client.settings.ttl_update_backoff,
                 )
                 self._checks.append(runner.start())
 
