@@ -28,6 +28,7 @@ from tests.nomad_double import (
     Migrate,
     NomadDouble,
     RestartPolicy,
+    Service,
     leader_job,
 )
 from tests.nomad_double.jobspec import Job
@@ -104,6 +105,22 @@ def test_coordinator_starts_prestart_sidecar_then_main_then_Poststart_registers(
     assert service["Port"] == allocation.ports["db"] and service["Address"] == "127.0.0.1"
 
 
+def test_group_service_hook_Prerun_registers_group_services_before_tasks_start(
+        consul: ConsulDouble, nomad_double: StartNomad) -> None:
+    """group_service_hook.go (Prerun) + workload.go (Name: "group-<group>"): queued
+    before any task starts (the sync loop writes it a moment later)."""
+    nomad = nomad_double()
+    job = stub_job(count=1)
+    group = replace(job.groups[0], services=(Service("db-group", "db", tags=("g",)),))
+    allocation = started(nomad, replace(job, groups=(group,)))[0]
+    group_id = f"_nomad-task-{allocation.id}-group-db-db-group-db"
+
+    assert group_id in allocation.service_ids()
+    committed = next(e.at for e in allocation.events if e.type == "Group services committed")
+    assert committed < event_time(allocation, "leader", "Started")
+    assert agent_services(consul, allocation.node)[group_id]["Tags"] == ["g"]
+
+
 def test_taskenv_sidecar_gets_nomads_environment_and_the_jobs_env(
         consul: ConsulDouble, nomad_double: StartNomad) -> None:
     """taskenv/env.go (Builder.buildEnv): Nomad's variables, then the task's env block
@@ -173,8 +190,12 @@ def test_script_check_hook_heartbeats_a_ttl_check_with_the_apps_health(
     wait_for(lambda: check_status(allocation) == "critical", 3.0, "critical")
     allocation.set_health(FLAPPING)
     seen: set[str | None] = set()
-    wait_for(lambda: seen.add(check_status(allocation)) or {"passing", "critical"} <= seen,
-             3.0, "flapping between passing and critical")
+
+    def flapped() -> bool:
+        seen.add(check_status(allocation))
+        return {"passing", "critical"} <= seen
+
+    wait_for(flapped, 3.0, "flapping between passing and critical")
     check = allocation.checks()[0]
     assert check.check_id.startswith("_nomad-check-") and len(check.check_id) == 13 + 64
 

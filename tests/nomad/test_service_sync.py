@@ -303,3 +303,14 @@ def test_Run_retries_failed_syncs_with_growing_backoff(
     for gap, backoff in zip(gaps, [0.1, 0.2, 0.25, 0.25], strict=True):  # 1x, 2x, capped
         assert backoff - 0.01 <= gap < backoff + 0.1, gaps
     assert client.counters().failed_syncs == 4
+
+
+def test_set_period_rearms_the_running_timer(service_client: StartClient) -> None:
+    client = service_client(period=60.0)
+    first = client.wait_for_sync(0.0, 3.0, "periodic")
+
+    client.set_period(0.2)
+    following = client.wait_for_sync(first.started, 2.0)
+
+    assert following.reason == "periodic"
+    assert 0.2 - 0.02 <= following.started - first.finished < 0.5

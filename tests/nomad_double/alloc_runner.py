@@ -333,6 +333,7 @@ class Allocation:
             return
         workload = self.workload(None, self.group.services)
         self.client.service_client.register_workload(workload)
+        self._event("Group services committed")
         with self._lock:
             self._group_registered = workload
 

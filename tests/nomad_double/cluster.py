@@ -50,6 +50,7 @@ class NomadDouble:
             for config in configs
         }
         self._placements = 0
+        self._lock = threading.Lock()
         self._closed = threading.Event()
 
     @classmethod
@@ -172,8 +173,9 @@ class NomadDouble:
         eligible = [name for name, client in self._clients.items() if client.eligible]
         if not eligible:
             raise RuntimeError("no eligible node to place on")
-        start = self._placements
-        self._placements += group.count
+        with self._lock:
+            start = self._placements
+            self._placements += group.count
         return [eligible[(start + i) % len(eligible)] for i in range(group.count)]
 
     def _drainable(self, remaining: list[Allocation], migrating: set[str]

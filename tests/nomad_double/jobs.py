@@ -51,11 +51,14 @@ def leader_job(
     sidecar_kill_timeout: float = 5.0,
     restart: RestartPolicy | None = None,
     token_file: bool = False,
+    extra_ports: Sequence[str] = (),
 ) -> Job:
     """The standard job. `sidecar_env` is the sidecar task's `env` block (interpolated:
     ${NOMAD_...}, ${meta.consul_http_addr}); CONSUL_HTTP_ADDR defaults to the node's
     agent. `token_file` adds CONSUL_HTTP_TOKEN_FILE=${NOMAD_SECRETS_DIR}/consul_token
-    (use it with ACLs on). `sidecar_command` defaults to SIDECAR_COMMAND as it is now."""
+    (use it with ACLs on). `sidecar_command` defaults to SIDECAR_COMMAND as it is now.
+    `extra_ports` adds group port labels, e.g. "leader" for
+    CONSUL_LEADER_LISTEN=127.0.0.1:${NOMAD_PORT_leader}."""
     env = {"CONSUL_HTTP_ADDR": "${meta.consul_http_addr}"}
     if token_file:
         env["CONSUL_HTTP_TOKEN_FILE"] = "${NOMAD_SECRETS_DIR}/consul_token"
@@ -76,6 +79,7 @@ def leader_job(
         command=tuple(main_command if main_command is not None else STUB_COMMAND),
         env=dict(main_env or {}), services=(main_service,), kill_timeout=kill_timeout,
     )
-    group = TaskGroup(name=service, tasks=(sidecar, main), count=count, ports=(PORT_LABEL,),
+    group = TaskGroup(name=service, tasks=(sidecar, main), count=count,
+                      ports=(PORT_LABEL, *extra_ports),
                       restart=restart or RestartPolicy())
     return Job(id=job_id, groups=(group,))

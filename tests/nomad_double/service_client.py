@@ -168,6 +168,8 @@ class ServiceClient:
         self._probation_expiry = time.monotonic() + self.settings.probation
         self._counters = SyncCounters()
         self._log: deque[SyncRecord] = deque(maxlen=SYNC_LOG_LENGTH)
+        self._deadline = 0.0  # when the retry/period timer fires (monotonic)
+        self._last_success: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"{name}-consul-sync",
                                         daemon=True)
 
@@ -321,13 +323,18 @@ class ServiceClient:
             raise RuntimeError(f"{self.name}: the sync loop ended first")
         return request.record
 
-    def set_period(self, seconds: float) -> None:
-        """Change the periodic interval. Like Nomad's field, it is read when the timer
-        is next reset, i.e. after the next sync."""
+    def set_period(self, seconds: float, rearm: bool = True) -> None:
+        """Change the periodic interval. Nomad reads its field when the timer is next
+        reset (after the next sync): that is `rearm=False`. By default the running timer
+        is re-armed too, to fire `seconds` after the last sync, so that a long period
+        shortened by a test takes effect at once."""
         if seconds <= 0:
             raise ValueError("the period must be positive")
         with self._cond:
             self._period = seconds
+            if rearm and self._last_success is not None:
+                self._deadline = self._last_success + seconds
+                self._cond.notify_all()
 
     @property
     def period(self) -> float:
@@ -430,25 +437,27 @@ class ServiceClient:
         """nomad: service_client.go (Run): sync at once, then on each operation and when
         the timer fires; every sync restarts the timer (period after a success, a backoff
         of retry_interval x failures up to max_retry_interval after a failure)."""
-        deadline = time.monotonic()
+        with self._cond:
+            self._deadline = time.monotonic()
         failures = 0
         while True:
-            request, reason, merged = self._next_trigger(deadline)
+            request, reason, merged = self._next_trigger()
             if reason is None:
                 return  # abandoned
             record = self._sync(reason)
-            if record.ok:
-                failures = 0
-                deadline = time.monotonic() + self.period
-            else:
-                failures += 1
-                backoff = min(self.settings.retry_interval * failures,
-                              self.settings.max_retry_interval)
-                deadline = time.monotonic() + backoff
+            failures = 0 if record.ok else failures + 1
+            with self._cond:
+                if record.ok:
+                    self._last_success = time.monotonic()
+                    self._deadline = self._last_success + self._period
+                else:
+                    self._deadline = time.monotonic() + min(
+                        self.settings.retry_interval * failures,
+                        self.settings.max_retry_interval)
             if self._finish(record, request, merged):
                 return
 
-    def _next_trigger(self, deadline: float) -> tuple[_SyncRequest | None, str | None, int]:
+    def _next_trigger(self) -> tuple[_SyncRequest | None, str | None, int]:
         """What starts the next sync. Go's select picks at random among ready cases; the
         model takes shutdown, then one queued operation, then a sync_now request, then
         the timer."""
@@ -465,7 +474,7 @@ class ServiceClient:
                 if self._requests:
                     request = self._requests.popleft()
                     return request, request.reason, self._merged
-                remaining = deadline - time.monotonic()
+                remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
                     return None, SYNC_PERIODIC, self._merged
                 self._cond.wait(remaining)

@@ -168,7 +168,7 @@ class TaskRunner:
     def emergency_kill(self) -> None:
         """Last resort when leaving with the loop stuck: SIGKILL the group."""
         process = self.process
-        if process is not None:
+        if process is not None and process.running():  # never signal a reaped pid
             process.send_signal(signal.SIGCONT)
             process.shutdown(signal.SIGKILL, 0)
 
