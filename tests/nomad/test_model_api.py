@@ -71,7 +71,8 @@ def test_UpdateWorkload_canary_tags_until_promotion(
 
     wait_for(lambda: tags() == ["v2", "canary"], 3.0, "canary tags")
     allocation.update(canary=False)  # the deployment is promoted
-    wait_for(lambda: tags() == ["v1"], 3.0, "the job's tags")
+    assert allocation.client.service_client.wait_idle(3.0)
+    assert tags() == ["v1"]
     last = allocation.client.service_client.sync_log()[-1]
     assert last.reason == "operations" and last.reregistered == (service_id,)
 
@@ -116,6 +117,9 @@ def test_command_runs_a_job_and_stops_it_in_nomads_order_on_sigterm(
         ready = json.loads(read_line(process, 15.0))
         services = {node: agent_get(consul, node, "/v1/agent/services").json()
                     for node in consul.node_names}
+        for allocation in ready["allocations"]:  # the stubs handle signals from now on
+            log = Path(allocation["tasks"]["leader"]["stdout"])
+            wait_for(lambda log=log: "started" in log.read_text(), 5.0, f"{log} started")
         process.send_signal(signal.SIGTERM)
         assert process.wait(15.0) == 0
     finally:
