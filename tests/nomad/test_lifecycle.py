@@ -320,8 +320,9 @@ def test_RestartTracker_restarts_after_the_policy_delay_and_reregisters(
 # -- the client --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("graceful", [True, False])
 def test_client_restart_resyncs_every_service_with_a_new_probation(
-        consul: ConsulDouble, nomad_double: StartNomad) -> None:
+        consul: ConsulDouble, nomad_double: StartNomad, graceful: bool) -> None:
     """agent.go (setupConsuls before setupClient) + client.go (restoreState) +
     service_client.go (NewServiceClient: empty stored copy, new probation): tasks keep
     running; restored services are registered from the jobspec by operations syncs, so
@@ -341,7 +342,7 @@ def test_client_restart_resyncs_every_service_with_a_new_probation(
     pids = {name: runner.process.pid for name, runner in allocation.tasks.items()
             if runner.process}
 
-    nomad.restart_client(node, downtime=0.2)
+    nomad.restart_client(node, downtime=0.2, graceful=graceful)
 
     after = client.service_client
     assert client.restarts == 1 and after.in_probation

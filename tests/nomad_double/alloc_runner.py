@@ -102,6 +102,9 @@ class Allocation:
     def stop(self, timeout: float | None = None) -> None:
         """The allocation is stopped (job stop, drain, reschedule): kill the tasks in
         Nomad's order, then postrun (tokens revoked). Returns when all of it is done."""
+        if not self.client.up:
+            raise RuntimeError(f"{self!r}: its Nomad client is down; it applies the stop "
+                               "when it is back")
         self.desired_status = "stop"
         self._kill_tasks()
         bound = timeout if timeout is not None else self._stop_bound()

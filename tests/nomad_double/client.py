@@ -100,6 +100,11 @@ class NomadClient:
     def start(self) -> None:
         self.service_client.start()
 
+    @property
+    def up(self) -> bool:
+        """The agent runs (between restart()'s shutdown and start it does not)."""
+        return self.service_client.running
+
     def place(self, job: Job, group: str, index: int, canary: bool = False) -> Allocation:
         """The servers place an allocation here: it starts at once (non-blocking)."""
         allocation = Allocation(self, job, job.group(group), index, canary=canary,

@@ -179,6 +179,8 @@ class TaskRunner:
             if self.state != DEAD:
                 self._run_loop(restoring)
         finally:
+            if self._shutting_down:
+                self._stop_checks()  # no heartbeats while the client is away
             self.alloc.task_state_changed(self)
 
     def _run_loop(self, restoring: bool) -> None:
@@ -198,7 +200,6 @@ class TaskRunner:
             self._poststart()
             outcome = self._await(lambda: self._process_exited(), None)
             if outcome == _SHUTDOWN:
-                self._stop_checks()
                 return
             if outcome == _KILL:
                 self._handle_kill()
