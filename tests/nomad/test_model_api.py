@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ def test_context_manager_stops_everything_even_after_an_exception(
         assert not agent_get(consul, node, "/v1/agent/services").json()
 
 
+def logged(path: Path, text: str) -> bool:
+    return text in path.read_text()
+
+
 def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout)
@@ -118,8 +123,8 @@ def test_command_runs_a_job_and_stops_it_in_nomads_order_on_sigterm(
         services = {node: agent_get(consul, node, "/v1/agent/services").json()
                     for node in consul.node_names}
         for allocation in ready["allocations"]:  # the stubs handle signals from now on
-            log = Path(allocation["tasks"]["leader"]["stdout"])
-            wait_for(lambda log=log: "started" in log.read_text(), 5.0, f"{log} started")
+            stdout = Path(allocation["tasks"]["leader"]["stdout"])
+            wait_for(partial(logged, stdout, "started"), 5.0, f"{stdout} started")
         process.send_signal(signal.SIGTERM)
         assert process.wait(15.0) == 0
     finally:
@@ -133,7 +138,6 @@ def test_command_runs_a_job_and_stops_it_in_nomads_order_on_sigterm(
     for allocation in allocations:
         assert allocation["services"][0] in services[allocation["node"]]
         assert not pid_alive(allocation["tasks"]["leader"]["pid"])
-        log = Path(allocation["tasks"]["leader"]["stdout"]).read_text()
-        assert "signal SIGTERM" in log
+        assert logged(Path(allocation["tasks"]["leader"]["stdout"]), "signal SIGTERM")
     for node in consul.node_names:
         assert not agent_get(consul, node, "/v1/agent/services").json()
