@@ -23,8 +23,8 @@ from pathlib import Path
 
 from .jobspec import Check, Job, Lifecycle, RestartPolicy, Service, Task, TaskGroup
 
-# How a task starts the sidecar. The rename on main makes it `-m consul_leader`.
-SIDECAR_COMMAND: list[str] = [sys.executable, "-m", "adapters"]
+# How a task starts the sidecar (the console script's module, as the image runs it).
+SIDECAR_COMMAND: list[str] = [sys.executable, "-m", "consul_leader"]
 # The tiny main task (and the sidecar stand-in of the model's own tests).
 STUB_COMMAND: list[str] = [sys.executable, str(Path(__file__).with_name("stub.py"))]
 
