@@ -21,7 +21,7 @@ LOCK_ENV     := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL \
 PIP_COMPILE  := $(LOCK_ENV) $(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes \
 	--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 
-.PHONY: demo test lint lock test-floor diagrams chaos bench bench-double clean
+.PHONY: demo test lint lock test-floor image test-image diagrams chaos bench bench-double clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ test-floor:
 		print("floor:", *(f"{n}=={v(n)}" for n in \
 		("requests", "urllib3", "transitions", "prometheus-client", "setuptools")))'
 	$(FLOOR_PY) -m pytest -q -p no:cacheprovider $(FLOOR_TESTS)
+
+# The image on a Debian base bootstrapped here (no registry needed), in out/image.
+image: $(VENV)/.installed
+	$(PY) -m scripts.image --state out/image
+
+test-image: $(VENV)/.installed
+	$(PY) -m pytest -q -s -m image tests/image
 
 diagrams: $(VENV)/.installed
 	$(PY) -m scripts.draw_diagrams
