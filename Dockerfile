@@ -79,7 +79,8 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 
 USER 10001:10001
 
-# /metrics, /healthz, /primary, /replica, /status (CONSUL_LEADER_LISTEN, default 0.0.0.0:9500).
+# /metrics, /livez, /readyz (/healthz: alias of /livez), /primary, /replica, /status
+# (CONSUL_LEADER_LISTEN, default :9500).
 EXPOSE 9500
 
 # Nomad's docker driver stops a task with the image's STOPSIGNAL, then SIGKILLs it after
