@@ -26,6 +26,7 @@ from tests.chaos.runner import (
     RunResult,
     expectation_of,
     judge_faults,
+    log_paths_of,
     run_violations,
 )
 from tests.chaos.scenarios import BASE, CRASH_BOUND, SCENARIOS, Run, Scenario
@@ -34,6 +35,7 @@ NAME = "soak"
 TITLE = "five sidecars, random faults of kinds 1-9 one after another"
 DETECTION = "per fault, as for the fault's own scenario"
 SETTINGS = replace(BASE, nodes=5)
+EXPECTED_FAILURE: str | None = None
 # Faults 1-9 on their own, in the soak's own settings (combined faults and other settings
 # have their own scenarios).
 COMBINED = ("key-deleted-leader-cut-off", "key-overwritten-then-handover")
@@ -122,6 +124,7 @@ def _judged(cluster: ChaosCluster, steps: list[Step], problems: list[str], first
     return RunResult(
         scenario=NAME, run=run_number, duration=duration,
         overlap=analysis.overlap_seconds(timeline.health_sorted()),
+        view=analysis.view_times(timeline.health_sorted(), window_start, timeline.finished_at),
         max_no_leader=analysis.longest_no_leader(timeline, window_start, timeline.finished_at),
         double_leader=analysis.double_leader_seconds(timeline),
         detections=detections, recovery=max(recoveries, default=None), bound=None,
@@ -129,4 +132,6 @@ def _judged(cluster: ChaosCluster, steps: list[Step], problems: list[str], first
         crashes=crashes, busiest_second=busiest, violations=[*violations, *run_wide],
         timeline=timeline, workdir=cluster.workdir,
         notes={"seed": seed_value, "steps": [s.scenario.name for s in steps]},
+        log_paths=log_paths_of(cluster),
+        nomad_rewrites=analysis.nomad_rewrites(timeline, window_start),
     )

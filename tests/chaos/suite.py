@@ -30,13 +30,18 @@ class Entry:
     detection: str
     ci: bool
     repeatable: bool  # worth several runs (the fuzz and the soak are one long run each)
+    mode: str = "nomad"  # "nomad" (Nomad in the loop) or "consul-only"
+    expected_failure: str | None = None  # see Scenario.expected_failure
 
 
 def entries() -> list[Entry]:
-    listed = [Entry(s.name, s.item, s.title, s.detection.meaning, s.ci, True)
+    listed = [Entry(s.name, s.item, s.title, s.detection.meaning, s.ci, True,
+                    s.settings.mode, s.expected_failure)
               for s in SCENARIOS.values()]
-    listed.append(Entry(fuzz.NAME, 12, fuzz.TITLE, fuzz.DETECTION, True, False))
-    listed.append(Entry(soak.NAME, 13, soak.TITLE, soak.DETECTION, True, False))
+    listed.append(Entry(fuzz.NAME, 12, fuzz.TITLE, fuzz.DETECTION, True, False,
+                        fuzz.SETTINGS.mode))
+    listed.append(Entry(soak.NAME, 13, soak.TITLE, soak.DETECTION, True, False,
+                        soak.SETTINGS.mode, soak.EXPECTED_FAILURE))
     return listed
 
 
@@ -66,7 +71,8 @@ def run_entry(item: Entry, options: Options, workdir: Path,
         progress(f"{item.name} run {number}/{runs}: {verdict} "
                  f"({time.monotonic() - started:.1f}s)")
         results.append(result)
-    return ScenarioSummary(item.name, item.item, item.title, item.detection, results)
+    return ScenarioSummary(item.name, item.item, item.title, item.detection, results,
+                           item.mode, item.expected_failure)
 
 
 def _run_once(item: Entry, number: int, workdir: Path, options: Options) -> RunResult:
@@ -75,6 +81,25 @@ def _run_once(item: Entry, number: int, workdir: Path, options: Options) -> RunR
     if item.name == soak.NAME:
         return soak.run_soak(number, workdir, options.soak_minutes, options.seed)
     return run_scenario(SCENARIOS[item.name], number, workdir)
+
+
+# What a known publishing problem can make a run violate: Consul's view of the primaries.
+# Anything else (a crash, a hot loop, two Leaders by /status, fencing, a leader on an
+# ambiguous answer, a failed scenario step) is never excused by an expected failure.
+VIEW_VIOLATIONS = ("two passing primaries", "Consul listed", "one live primary only",
+                   "no single live primary", "did not settle",
+                   "listed as a passing primary")
+
+
+def unexcused_violations(summary: ScenarioSummary) -> list[str]:
+    """The violations its expected failure does not cover: all of them when it names none;
+    otherwise those not about Consul's view of the primaries, and every violation of a run
+    in which Nomad never re-registered a sidecar's service (the known problem is Nomad
+    undoing the sidecar's writes: without that, the failure has another cause)."""
+    if summary.expected_failure is None:
+        return summary.violations
+    return [f"run {r.run}: {v}" for r in summary.results for v in r.violations
+            if r.nomad_rewrites == 0 or not any(kind in v for kind in VIEW_VIOLATIONS)]
 
 
 def draw(summary: ScenarioSummary, path: Path) -> Path:
@@ -87,8 +112,13 @@ def draw(summary: ScenarioSummary, path: Path) -> Path:
 def settings_json(options: Options) -> dict[str, object]:
     from tests.chaos.scenarios import BASE
 
+    nomad = BASE.nomad
     return {
         "ttl_s": TTL, "sleep_s": BASE.sleep, "lock_delay_s": BASE.lock_delay,
+        "nomad": None if nomad is None else {
+            "sync_period_s": nomad.sync_period, "check_interval_s": nomad.check_interval,
+            "restart_delay_s": nomad.restart_delay, "kill_timeout_s": nomad.kill_timeout,
+            "min_healthy_time_s": nomad.min_healthy_time},
         "runs": options.runs, "soak_minutes": options.soak_minutes,
         "fuzz_examples": options.fuzz_examples, "seed": options.seed,
         "python": sys.version.split()[0],

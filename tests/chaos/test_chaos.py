@@ -4,6 +4,11 @@ By default (and in CI) only the scenarios marked for CI run, once each, with a s
 a one-minute soak; `-m chaos_full` runs every scenario, a longer fuzz and a soak of
 $CHAOS_SOAK_MINUTES (default 10). A failure names every violated invariant and where the
 timeline picture and the sidecars' logs of the run are.
+
+A scenario that today's sidecar is known to fail (`expected_failure`, naming the issue and
+the problem) is `xfail(strict=False)`: it xfails when every violation is about Consul's view
+of the primaries (what the named problem causes), fails like any other test when some
+violation is of another kind (suite.unexcused_violations), and passes (XPASS) once fixed.
 """
 
 from __future__ import annotations
@@ -26,13 +31,26 @@ from tests.chaos.suite import (
     draw,
     entries,
     run_entry,
+    unexcused_violations,
 )
 
 pytestmark = pytest.mark.slow
 
 
+class KnownProblem(AssertionError):
+    """The run failed only in the ways its expected failure names."""
+
+
+def _marks(item: Entry, *extra: pytest.MarkDecorator) -> list[pytest.MarkDecorator]:
+    marks = list(extra)
+    if item.expected_failure:
+        marks.append(pytest.mark.xfail(strict=False, reason=item.expected_failure,
+                                       raises=KnownProblem))
+    return marks
+
+
 def _param(item: Entry, options: Options) -> Any:
-    marks = [pytest.mark.chaos_full, *([pytest.mark.chaos_ci] if item.ci else [])]
+    marks = _marks(item, pytest.mark.chaos_full, *([pytest.mark.chaos_ci] if item.ci else []))
     return pytest.param(item, options, marks=marks, id=item.name)
 
 
@@ -47,23 +65,32 @@ def _long_runs() -> list[Any]:
     long = Options(soak_minutes=soak_minutes, fuzz_examples=FULL_FUZZ_EXAMPLES)
     params = []
     for item in (e for e in entries() if not e.repeatable):
-        params.append(pytest.param(item, short, marks=[pytest.mark.chaos_ci],
+        params.append(pytest.param(item, short, marks=_marks(item, pytest.mark.chaos_ci),
                                    id=f"{item.name}-short"))
-        params.append(pytest.param(item, long, marks=[pytest.mark.chaos_full],
+        params.append(pytest.param(item, long, marks=_marks(item, pytest.mark.chaos_full),
                                    id=f"{item.name}-long"))
     return params
 
 
 @pytest.mark.parametrize(("item", "options"), _scenarios())
 def test_scenario_holds_the_invariants(item: Entry, options: Options, tmp_path: Path) -> None:
-    summary = run_entry(item, options, tmp_path)
-    assert summary.ok, explain(summary, draw(summary, tmp_path / f"{item.name}.svg"))
+    judge(run_entry(item, options, tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize(("item", "options"), _long_runs())
 def test_long_run_holds_the_invariants(item: Entry, options: Options, tmp_path: Path) -> None:
-    summary = run_entry(item, options, tmp_path)
-    assert summary.ok, explain(summary, draw(summary, tmp_path / f"{item.name}.svg"))
+    judge(run_entry(item, options, tmp_path), tmp_path)
+
+
+def judge(summary: ScenarioSummary, tmp_path: Path) -> None:
+    if summary.ok:
+        return
+    message = explain(summary, draw(summary, tmp_path / f"{summary.name}.svg"))
+    unexcused = unexcused_violations(summary)
+    if unexcused:
+        raise AssertionError(message + "\nnot covered by an expected failure:\n"
+                             + "\n".join(f"  - {v.splitlines()[0]}" for v in unexcused))
+    raise KnownProblem(f"{summary.expected_failure}\n{message}")
 
 
 def explain(summary: ScenarioSummary, picture: Path) -> str:
@@ -76,10 +103,10 @@ def explain(summary: ScenarioSummary, picture: Path) -> str:
 
 
 def _tail(result: RunResult) -> str:
-    logs = sorted(result.workdir.glob("sidecar-*.log"))
     parts = []
-    for log in logs:
-        interesting = [line for line in log.read_text(errors="replace").splitlines()
+    for lane, paths in result.log_paths.items():
+        interesting = [line for path in paths if path.exists()
+                       for line in path.read_text(errors="replace").splitlines()
                        if "level=debug" not in line][-12:]
-        parts.append(f"===== {log.name}\n" + "\n".join(line[:300] for line in interesting))
+        parts.append(f"===== {lane}\n" + "\n".join(line[:300] for line in interesting))
     return "\n".join(parts)
