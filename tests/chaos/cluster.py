@@ -358,7 +358,7 @@ class ChaosCluster:
             return
         for member in self.members():
             if isinstance(member, TaskSidecar) and member.allocation_live \
-                    and not member.running():
+                    and not member.runs_since_last_stop_signal():
                 member.await_restart(nomad.restart_bound)
 
     # -- ACL tokens --------------------------------------------------------------------------

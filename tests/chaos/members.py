@@ -168,15 +168,17 @@ class TaskSidecar(Member):
         if process is None or not process.send_signal(sig):
             raise RuntimeError(f"{self.name}: no running sidecar process to send {sig.name}")
 
-    def await_restart(self, timeout: float) -> None:
-        """Wait for Nomad to run a new process of the task (started after our last stop
-        signal: the old one may not have been reaped yet)."""
-        def restarted() -> bool:
-            process = self.task.process
-            return (process is not None and process.running()
-                    and process.started > self._signalled_at)
+    def runs_since_last_stop_signal(self) -> bool:
+        """A process of the task runs that started after our last SIGTERM or SIGKILL (the
+        signalled one may still look alive until it is reaped)."""
+        process = self.task.process
+        return (process is not None and process.running()
+                and process.started > self._signalled_at)
 
-        wait_for(restarted, timeout, f"Nomad to restart {self.name}'s sidecar task")
+    def await_restart(self, timeout: float) -> None:
+        """Wait for Nomad to run a new process of the task."""
+        wait_for(self.runs_since_last_stop_signal, timeout,
+                 f"Nomad to restart {self.name}'s sidecar task")
 
     def exits(self) -> list[ProcessExit]:
         return [ProcessExit(self.name, p.exit_code, _stop_signals(p.signals_sent), self.deaf)

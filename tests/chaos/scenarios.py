@@ -40,6 +40,23 @@ QUICK_BOUND = LOCK_DELAY + 1.0  # node loss, key deleted, session destroyed
 RELABEL_BOUND = 1.0  # DESIGN §3: labels put back within a second
 
 
+# Known problems of today's publishing with Nomad in the loop (DESIGN §7: Nomad undoes what
+# the sidecar writes into the registration Nomad owns). Issue 11 fixes them; scenarios they
+# make fail name them as expected failures, and turn into passes (XPASS) once it lands.
+ROLE_CHECK_DELETED = (
+    "issue 11: every periodic Nomad sync finds the sidecar's Meta.session on the Nomad-owned "
+    "service, re-registers it with replace-existing-checks and so deletes the sidecar's role "
+    "check: the leader is out of ?passing until its next renew round registers the check "
+    "again (no passing primary about half the time)")
+STALE_PRIMARY = (
+    "issue 11: a periodic Nomad sync adopts the leader's primary tag into Nomad's copy and "
+    "re-registers the service without the sidecar's role check; once that sidecar is dead, "
+    "paused, cut off or demoted, Nomad's copy keeps (or an operation sync puts back) its "
+    "instance as a passing primary that no TTL expires: the next leader waits for it to go "
+    "(until the old sidecar relabels it) or two primaries are listed")
+BOTH_PROBLEMS = f"{ROLE_CHECK_DELETED}; and {STALE_PRIMARY.removeprefix('issue 11: ')}"
+
+
 @dataclass(frozen=True)
 class Detection:
     """How the detection column is measured for a scenario."""
@@ -490,25 +507,31 @@ def _catalogue() -> list[Scenario]:
     acl = replace(BASE, acl=True)
     lock_delay_ttl = replace(BASE, lock_delay=TTL)  # closes the cut-off window (README)
     return [
-        Scenario("sigkill-leader", 1, "leader SIGKILL", sigkill_leader, ci=True, new_term=True),
+        Scenario("sigkill-leader", 1, "leader SIGKILL", sigkill_leader, ci=True, new_term=True,
+                 expected_failure=STALE_PRIMARY),
         Scenario("sigterm-leader", 2, "leader SIGTERM", sigterm_leader, bound=GRACEFUL_BOUND,
                  ci=True, new_term=True),
         *(
             Scenario(f"sigstop-leader-{ttls:g}ttl", 3, f"leader SIGSTOP {ttls:g} x TTL, SIGCONT",
-                     sigstop_leader(ttls), ci=ttls == 1.5)
+                     sigstop_leader(ttls), ci=ttls == 1.5,
+                     # Paused beyond the bound: only the pause's end frees Nomad's copy.
+                     expected_failure=STALE_PRIMARY if ttls * TTL > CRASH_BOUND else None)
             for ttls in (0.5, 1.0, 1.5, 3.0)
         ),
         Scenario("servers-down-short", 4, "servers down 0.8 x (TTL - SLEEP)",
                  servers_down(0.8 * (TTL - SLEEP)), ci=True, detection=NO_REACTION, bound=None,
-                 same_leader=True),
+                 same_leader=True, expected_failure=ROLE_CHECK_DELETED),
         Scenario("servers-down-long", 4, "servers down TTL + 1 s", servers_down(TTL + 1.0),
                  bound_from="end"),
         Scenario("agent-unreachable", 5, "leader's agent refuses connections for 2 x TTL",
-                 agent_unreachable, ci=True, new_term=True),
+                 agent_unreachable, ci=True, new_term=True,
+                 expected_failure=STALE_PRIMARY),
         Scenario("node-lost", 5, "leader's node lost for 2 x TTL", node_lost,
-                 bound=QUICK_BOUND, ci=True, new_term=True),
+                 bound=QUICK_BOUND, ci=True, new_term=True,
+                 expected_failure=STALE_PRIMARY),
         Scenario("node-lost-lockdelay-ttl", 5, "leader's node lost, lock-delay = TTL",
-                 node_lost, bound=TTL + 1.0, new_term=True, settings=lock_delay_ttl, ci=True),
+                 node_lost, bound=TTL + 1.0, new_term=True, settings=lock_delay_ttl, ci=True,
+                 expected_failure=BOTH_PROBLEMS),
         Scenario("agent-unreachable-lockdelay-ttl", 5,
                  "leader's agent refuses connections, lock-delay = TTL", agent_unreachable,
                  bound=2 * TTL + TTL + 1.0, new_term=True, settings=lock_delay_ttl),
@@ -517,17 +540,20 @@ def _catalogue() -> list[Scenario]:
         Scenario("5xx-bursts", 7, f"bursts of {BURST} x 500/502/503 at the leader's agent",
                  error_bursts, bound_from="end"),
         Scenario("consul-failover", 7, "Consul leader failover (0.5 s, timers restarted)",
-                 consul_failover, ci=True, detection=NO_REACTION, bound=None, same_leader=True),
+                 consul_failover, ci=True, detection=NO_REACTION, bound=None, same_leader=True,
+                 expected_failure=ROLE_CHECK_DELETED),
         Scenario("session-destroyed", 8, "leader's session destroyed by someone else",
                  session_destroyed, bound=QUICK_BOUND, ci=True, new_term=True),
         Scenario("key-deleted", 8, "lock key deleted", key_deleted, bound=QUICK_BOUND, ci=True,
                  new_term=True),
         Scenario("key-deleted-leader-cut-off", 8,
                  "lock key deleted while the leader's agent refuses connections",
-                 key_deleted_leader_cut_off, new_term=True, ci=True),
+                 key_deleted_leader_cut_off, new_term=True, ci=True,
+                 expected_failure=STALE_PRIMARY),
         Scenario("key-overwritten", 8, "lock key overwritten by a plain PUT", key_overwritten,
                  detection=Detection("measured", "until the leader's value is written back"),
-                 bound=None, same_leader=True, ci=True),
+                 bound=None, same_leader=True, ci=True,
+                 expected_failure=ROLE_CHECK_DELETED),
         Scenario("key-overwritten-then-handover", 8,
                  "lock key overwritten by a plain PUT, then the leader hands over (SIGTERM)",
                  key_overwritten_then_handover,
@@ -545,16 +571,18 @@ def _catalogue() -> list[Scenario]:
         *(
             Scenario(f"proxy-index-{kind}", 11, f"X-Consul-Index {kind} on every answer",
                      rewrite_index(kind), ci=kind == "backwards", detection=NO_REACTION,
-                     bound=None, same_leader=True)
+                     bound=None, same_leader=True, expected_failure=ROLE_CHECK_DELETED)
             for kind in ("backwards", "zero", "missing", "garbage")
         ),
         Scenario("proxy-body-truncated", 11, "leader's answers truncated or cut mid-body",
                  mangle_leader_bodies("bodies truncated", mutations.truncated_bodies),
-                 new_term=True),
+                 new_term=True,
+                 expected_failure=STALE_PRIMARY),
         Scenario("proxy-body-corrupted", 11, "leader's answers corrupted",
                  mangle_leader_bodies("bodies corrupted",
                                       lambda: mutations.corrupted_bodies().apply),
-                 ci=True, new_term=True),
+                 ci=True, new_term=True,
+                 expected_failure=STALE_PRIMARY),
     ]
 
 
@@ -564,32 +592,35 @@ def _nomad_catalogue() -> list[Scenario]:
         Scenario("nomad-steady-state", 14,
                  f"no fault for {STEADY_PERIODS} sync periods ({STEADY_SECONDS:g} s: Nomad's "
                  "periodic syncs only)",
-                 steady_state, detection=NO_REACTION, bound=None, same_leader=True, ci=True),
+                 steady_state, detection=NO_REACTION, bound=None, same_leader=True, ci=True,
+                 expected_failure=ROLE_CHECK_DELETED),
         Scenario("consul-only-steady-state", 14,
                  "no fault for as long, without Nomad (the control of the row above)",
                  steady_state, detection=NO_REACTION, bound=None, same_leader=True,
                  settings=consul_only(BASE)),
         Scenario("nomad-operation-sync-after-handover", 15,
                  "leader hands over (session destroyed), then an operation sync on its node",
-                 operation_sync_after_handover, bound=QUICK_BOUND, new_term=True),
+                 operation_sync_after_handover, bound=QUICK_BOUND, new_term=True, ci=True,
+                 expected_failure=STALE_PRIMARY),
         Scenario("nomad-sigkill-leader-restarted", 16,
                  "leader's sidecar SIGKILLed; Nomad restarts the task after the restart delay",
-                 sigkill_leader_restarted, new_term=True),
+                 sigkill_leader_restarted, new_term=True, expected_failure=STALE_PRIMARY),
         Scenario("nomad-sigterm-leader-restarted", 17,
                  "leader's sidecar alone restarted (SIGTERM, restart delay), one operation "
                  "sync in between", sigterm_leader_restarted, bound=GRACEFUL_BOUND,
-                 new_term=True),
+                 new_term=True, ci=True, expected_failure=BOTH_PROBLEMS),
         Scenario("nomad-alloc-stop-deaf-sidecar", 18,
                  "leader's allocation stopped, its sidecar ignores SIGTERM (SIGKILL at "
                  "kill_timeout, tokens revoked; ACLs on)", stop_allocation_deaf_sidecar,
                  bound=NOMAD.kill_timeout + CRASH_BOUND, new_term=True, settings=deaf_acl),
         Scenario("nomad-drain-leader-node", 19,
                  "leader's node drained (allocation replaced elsewhere, then stopped)",
-                 drain_leader_node, bound=GRACEFUL_BOUND, new_term=True),
+                 drain_leader_node, bound=GRACEFUL_BOUND, new_term=True,
+                 expected_failure=ROLE_CHECK_DELETED),
         Scenario("nomad-client-restart", 20,
                  "Nomad client on the leader's node restarted (1 s away)",
                  nomad_client_restart, detection=RESTORE, bound=RELABEL_BOUND,
-                 bound_from="end"),
+                 bound_from="end", ci=True),
         Scenario("nomad-app-check-critical", 21,
                  "leader's application check critical for 2 x TTL",
                  leader_application_critical, detection=RESTORE,
