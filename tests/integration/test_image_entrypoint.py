@@ -49,6 +49,10 @@ from tests.unit.test_deploy_files import (
 
 pytestmark = pytest.mark.slow
 
+# Consul alone, on purpose: these tests are about what the Dockerfile builds (its wheels, its
+# ENTRYPOINT, ENV, USER and HEALTHCHECK), run as the image would run them. The services are
+# registered once the way Nomad registers them; Nomad's syncs are the other tests' concern.
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "db"
 BUILD_TIMEOUT_S = 300  # a cold pip cache may have to fetch the dependencies' wheels
