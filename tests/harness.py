@@ -173,6 +173,16 @@ class Sidecar:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def exit_codes(self) -> list[int]:
+        """The exit status of each of its runs that has ended."""
+        code = self.process.poll() if self.process is not None else None
+        return [] if code is None else [code]
+
+    def ended_on_its_own(self) -> list[int]:
+        """Exit statuses of runs that ended though nothing stopped them (no signal from us,
+        and exits not declared expected)."""
+        return [] if self.stopped_by is not None else self.exit_codes()
+
     def resume(self) -> None:
         """SIGCONT, in case a test paused it (a stop must not wait on a paused process)."""
         with contextlib.suppress(ProcessLookupError, AssertionError):
@@ -396,6 +406,7 @@ class Group:
 
 SIDECAR_PORT = "leader"  # the group port label of the sidecar's status listener
 NOMAD_SHUTDOWN_WAIT = 5.0  # bounds the Nomad clients' last sync when a group is closed
+NOMAD_STOP_BOUND = 60.0  # bounds one allocation's stop (kill_timeouts and reaping)
 
 
 def seconds(duration: str) -> float:
@@ -403,6 +414,24 @@ def seconds(duration: str) -> float:
     if duration.endswith("ms"):
         return float(duration[:-2]) / 1000
     return float(duration.removesuffix("s"))
+
+
+def nomad_clients(consul: Any, workdir: Path, *, period: float,
+                  nodes: tuple[str, ...] | None = None, acl: AclSettings | None = None
+                  ) -> NomadDouble:
+    """Nomad clients on the stand-in's nodes (default: all), started: Nomad's settings but
+    for the periodic sync (every `period` seconds) and a bounded last sync when closed."""
+    sync = SyncSettings(period=period, shutdown_wait=NOMAD_SHUTDOWN_WAIT)
+    nomad = NomadDouble.for_consul(consul, workdir, nodes, sync=sync, acl=acl)
+    nomad.start()
+    return nomad
+
+
+def nomad_requests(nomad: NomadDouble, node: str | None = None) -> int:
+    """Requests Nomad's clients (or one node's) have had answered by their agents (syncs,
+    check heartbeats): Nomad's own load on the agents, apart from its tasks'."""
+    return sum(client.service_client.agent.answered for client in nomad.clients
+               if node in (None, client.name))
 
 
 @dataclass
@@ -461,6 +490,19 @@ class NomadSidecar(Sidecar):
         process = self.current()
         return process is not None and process.running()
 
+    def exit_codes(self) -> list[int]:
+        runs: list[TaskProcess] = self.task_runner.processes
+        return [run.exit_code for run in runs if run.exit_code is not None]
+
+    def ended_on_its_own(self) -> list[int]:
+        """Runs that ended with no signal sent to them, by us or by Nomad (which signals
+        every kill), unless exits were declared expected (`stopped_by` set, no signal)."""
+        if self.stopped_by is not None and self._signalled is None:
+            return []
+        runs: list[TaskProcess] = self.task_runner.processes
+        return [run.exit_code for run in runs
+                if run.exit_code is not None and not run.signals_sent]
+
     def wait_restarted(self, timeout: float) -> TaskProcess:
         """Wait for Nomad to run the task again after the run that was signalled."""
         gone = self._signalled
@@ -495,20 +537,27 @@ class NomadGroup(Group):
 
     `sync_period` defaults to 2 x SLEEP, `restart_delay` to the TTL (Nomad's 15 s beside a
     15 s TTL); `acl` turns ACLs on: each task gets a workload-identity token, read from
-    `secrets/consul_token` through CONSUL_HTTP_TOKEN_FILE as the shipped job does."""
+    `secrets/consul_token` through CONSUL_HTTP_TOKEN_FILE as the shipped job does. Nomad
+    clients run on `nodes` (default: every node of the stand-in); several groups share one
+    node's client, as on a real node, when given the same `shared_nomad` (which they then
+    neither start nor close). `main_command` is the main task's (default: the model's stub)."""
 
     sync_period: float | None = None
     restart_delay: float | None = None
     acl: AclSettings | None = None
     count: int | None = None  # the job's count (drain arithmetic); default: the nodes
+    nodes: tuple[str, ...] | None = None
+    shared_nomad: NomadDouble | None = None
+    main_command: tuple[str, ...] | None = None
     nomad: NomadDouble = field(init=False)
     _jobs: dict[tuple[Any, ...], Job] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        sync = SyncSettings(period=self.period, shutdown_wait=NOMAD_SHUTDOWN_WAIT)
-        self.nomad = NomadDouble.for_consul(self.consul, self.workdir / "nomad", sync=sync,
-                                            acl=self.acl)
-        self.nomad.start()
+        if self.shared_nomad is not None:
+            self.nomad = self.shared_nomad
+            return
+        self.nomad = nomad_clients(self.consul, self.workdir / "nomad", period=self.period,
+                                   nodes=self.nodes, acl=self.acl)
 
     @property
     def period(self) -> float:
@@ -547,10 +596,20 @@ class NomadGroup(Group):
         sidecar.stop()
 
     def stop_all(self, timeout: float = 8.0) -> None:
-        """Every allocation stopped in Nomad's order (concurrently), then the clients."""
+        """Every allocation stopped in Nomad's order (concurrently), then the clients unless
+        they are shared."""
         for sidecar in self.sidecars:
             sidecar.resume()
-        self.nomad.close()
+        if self.shared_nomad is None:
+            self.nomad.close()
+            return
+        stoppers = [threading.Thread(target=s.stop, daemon=True) for s in self.sidecars
+                    if isinstance(s, NomadSidecar) and s.allocation is not None
+                    and not s.allocation.finished]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(NOMAD_STOP_BOUND)
 
     def sync_now(self, reason: str, nodes: list[str] | None = None) -> None:
         """A sync of that reason ("periodic" or "operations") on every node's Nomad client
@@ -565,8 +624,9 @@ class NomadGroup(Group):
             sleep = seconds(self.sleep)
             self._jobs[key] = leader_job(
                 job_id=job_id, service=self.service,
-                count=self.count or len(self.consul.node_names), sidecar_env=env,
-                sidecar_command=command, extra_ports=(SIDECAR_PORT,), check_interval=sleep,
+                count=self.count or len(self.nomad.clients), sidecar_env=env,
+                sidecar_command=command, main_command=self.main_command,
+                extra_ports=(SIDECAR_PORT,), check_interval=sleep,
                 restart=RestartPolicy(delay=self.restart_delay
                                       if self.restart_delay is not None else seconds(self.ttl)),
                 token_file=self.acl is not None,
