@@ -45,7 +45,7 @@ def instance_name(config: Config) -> str:
 
 
 class Sidecar:
-    def __init__(self, config: Config, version: str,
+    def __init__(self, config: Config, version: str, revision: str = "unknown",
                  registry: CollectorRegistry | None = None) -> None:
         """Build every adapter; nothing talks to Consul before ``start()``.
 
@@ -59,6 +59,7 @@ class Sidecar:
             transitions=sorted((s.value, d.value, e.value) for s, d, e in edges()),
             events=[e.value for e in Event],
             version=version,
+            revision=revision,
         )
         self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
                               if config.listen else None)
