@@ -235,14 +235,18 @@ class Fleet:
 
 
 def wait_all_steady(fleets: list[Fleet], timeout: float, period: float = 0.2) -> float:
-    """Wait until every fleet is steady, judged on one snapshot per round; returns when."""
+    """Wait until every fleet has been steady, judged on one snapshot per round; returns when
+    the last one was. (Not all at one instant: with Nomad in the loop, its periodic syncs
+    take each primary out of ?passing for a while, so many groups are seldom all steady at
+    once.)"""
     if not fleets:
         return time.monotonic()
     consul = fleets[0].consul
     deadline = time.monotonic() + timeout
+    pending = list(fleets)
     while True:
         view = ConsulView.of(consul)
-        pending = [fleet for fleet in fleets if not fleet.steady(view)]
+        pending = [fleet for fleet in pending if not fleet.steady(view)]
         if not pending:
             return time.monotonic()
         if time.monotonic() >= deadline:

@@ -44,6 +44,7 @@ from tests.nomad_double import (
     Job,
     NomadDouble,
     RestartPolicy,
+    SyncRecord,
     SyncSettings,
     leader_job,
 )
@@ -611,11 +612,11 @@ class NomadGroup(Group):
         for thread in stoppers:
             thread.join(NOMAD_STOP_BOUND)
 
-    def sync_now(self, reason: str, nodes: list[str] | None = None) -> None:
-        """A sync of that reason ("periodic" or "operations") on every node's Nomad client
-        (or those given), returning once each is done."""
-        for node in nodes or [s.node for s in self.sidecars]:
-            self.nomad.client(node).service_client.sync_now(reason)
+    def sync_now(self, reason: str, nodes: list[str] | None = None) -> list[SyncRecord]:
+        """A sync of that reason ("periodic" or "operations") by the Nomad client of each of
+        `nodes` (default: the members' nodes), one after the other; what each sync did."""
+        chosen = nodes or list(dict.fromkeys(s.node for s in self.sidecars))
+        return [self.nomad.client(node).service_client.sync_now(reason) for node in chosen]
 
     def _job(self, env: Mapping[str, str], command: list[str] | None) -> Job:
         key = (tuple(sorted(env.items())), tuple(command or ()))

@@ -145,7 +145,7 @@ def test_labels_put_back_after_reregistration(group: NomadGroup,
                                               observer: HealthObserver) -> None:
     """Nomad re-registers the leader's service from its own copy (an operations sync)."""
     leader = group.wait_single_primary(timeout=3.0)
-    record = group.nomad.client(leader.node).service_client.sync_now("operations")
+    (record,) = group.sync_now("operations", [leader.node])
     assert leader.service_id in record.reregistered, "Nomad's sync wrote nothing over ours"
     wait_for(lambda: "primary" in tags(leader), 1.0, "the primary label back")
     group.wait_single_primary(timeout=1.0)

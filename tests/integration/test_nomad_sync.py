@@ -33,7 +33,7 @@ def test_periodic_sync_while_settled_keeps_one_passing_primary(
     leader = group.wait_single_primary(timeout=3.0)
     wait_for(lambda: replicas_labelled(group, leader), 3.0, "replica labels on the others")
     synced = time.monotonic()
-    record = group.nomad.client(leader.node).service_client.sync_now("periodic")
+    (record,) = group.sync_now("periodic", [leader.node])
     assert record.ok, record.error
     # What clients see over the next two renew intervals is the behaviour under test.
     time.sleep(2 * SLEEP)
