@@ -153,6 +153,9 @@ class ChaosCluster:
         self._stack.close()
 
     def _start(self) -> None:
+        # Absolute: Nomad's task directories and NOMAD_ALLOC_DIR are absolute paths, read by
+        # processes whose working directory is their task's.
+        self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         acl = None
         if self.settings.acl:

@@ -18,6 +18,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from tests.chaos.analysis import percentile
+from tests.chaos.known import KnownProblem
 from tests.chaos.runner import RunResult
 from tests.chaos.timeline import (
     CANDIDATE,
@@ -64,7 +65,7 @@ class ScenarioSummary:
     detection_meaning: str
     results: list[RunResult]
     mode: str = "nomad"  # "nomad" or "consul-only"
-    expected_failure: str | None = None
+    expected_failure: KnownProblem | None = None
 
     @property
     def detections(self) -> list[float]:
@@ -120,7 +121,8 @@ class ScenarioSummary:
             "leader_changes": sum(r.leader_changes for r in self.results),
             "ok": self.ok,
             "outcome": self.outcome,
-            "expected_failure": self.expected_failure,
+            "expected_failure": None if self.expected_failure is None
+            else self.expected_failure.reason,
             "violations": self.violations,
             "per_run": [r.to_json() for r in self.results],
         }
@@ -182,7 +184,7 @@ def table(summaries: Sequence[ScenarioSummary]) -> str:
     consul_only = [s.name for s in summaries if s.mode != "nomad"]
     if consul_only:
         lines.append(f"Consul only (no Nomad in the loop): {', '.join(consul_only)}")
-    expected = [(s.name, s.expected_failure) for s in summaries if s.expected_failure]
+    expected = [(s.name, s.expected_failure.reason) for s in summaries if s.expected_failure]
     if expected:
         lines.append("")
         lines.append("expected failures (known problems, named by the issue that fixes them):")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tests.chaos import analysis
 from tests.chaos.cluster import ChaosCluster
+from tests.chaos.known import BOTH_PROBLEMS, KnownProblem
 from tests.chaos.runner import (
     SETTLE_MARGIN,
     SETUP_TIMEOUT,
@@ -29,14 +30,14 @@ from tests.chaos.runner import (
     log_paths_of,
     run_violations,
 )
-from tests.chaos.scenarios import BASE, BOTH_PROBLEMS, CRASH_BOUND, SCENARIOS, Run, Scenario
+from tests.chaos.scenarios import BASE, CRASH_BOUND, SCENARIOS, Run, Scenario
 
 NAME = "soak"
 TITLE = "five sidecars, random faults of kinds 1-9 one after another"
 DETECTION = "per fault, as for the fault's own scenario"
 SETTINGS = replace(BASE, nodes=5)
 # Its steps include faults of both kinds the known problems make fail (see scenarios.py).
-EXPECTED_FAILURE: str | None = BOTH_PROBLEMS
+EXPECTED_FAILURE: KnownProblem | None = BOTH_PROBLEMS
 # Faults 1-9 on their own, in the soak's own settings (combined faults and other settings
 # have their own scenarios).
 COMBINED = ("key-deleted-leader-cut-off", "key-overwritten-then-handover")

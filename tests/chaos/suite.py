@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.chaos import fuzz, soak
+from tests.chaos.known import KnownProblem
 from tests.chaos.report import ScenarioSummary, timeline_svg
 from tests.chaos.runner import RunResult, run_scenario
 from tests.chaos.scenarios import SCENARIOS, TTL
@@ -31,7 +32,7 @@ class Entry:
     ci: bool
     repeatable: bool  # worth several runs (the fuzz and the soak are one long run each)
     mode: str = "nomad"  # "nomad" (Nomad in the loop) or "consul-only"
-    expected_failure: str | None = None  # see Scenario.expected_failure
+    expected_failure: KnownProblem | None = None  # see known.py
 
 
 def entries() -> list[Entry]:
@@ -83,23 +84,12 @@ def _run_once(item: Entry, number: int, workdir: Path, options: Options) -> RunR
     return run_scenario(SCENARIOS[item.name], number, workdir)
 
 
-# What a known publishing problem can make a run violate: Consul's view of the primaries.
-# Anything else (a crash, a hot loop, two Leaders by /status, fencing, a leader on an
-# ambiguous answer, a failed scenario step) is never excused by an expected failure.
-VIEW_VIOLATIONS = ("two passing primaries", "Consul listed", "one live primary only",
-                   "no single live primary", "did not settle",
-                   "listed as a passing primary")
-
-
 def unexcused_violations(summary: ScenarioSummary) -> list[str]:
-    """The violations its expected failure does not cover: all of them when it names none;
-    otherwise those not about Consul's view of the primaries, and every violation of a run
-    in which Nomad never re-registered a sidecar's service (the known problem is Nomad
-    undoing the sidecar's writes: without that, the failure has another cause)."""
-    if summary.expected_failure is None:
-        return summary.violations
+    """The violations its expected failure does not excuse (all of them when it names
+    none; see known.py)."""
+    problem = summary.expected_failure
     return [f"run {r.run}: {v}" for r in summary.results for v in r.violations
-            if r.nomad_rewrites == 0 or not any(kind in v for kind in VIEW_VIOLATIONS)]
+            if problem is None or not problem.excuses(v, r.nomad_rewrites)]
 
 
 def draw(summary: ScenarioSummary, path: Path) -> Path:

@@ -5,10 +5,11 @@ a one-minute soak; `-m chaos_full` runs every scenario, a longer fuzz and a soak
 $CHAOS_SOAK_MINUTES (default 10). A failure names every violated invariant and where the
 timeline picture and the sidecars' logs of the run are.
 
-A scenario that today's sidecar is known to fail (`expected_failure`, naming the issue and
-the problem) is `xfail(strict=False)`: it xfails when every violation is about Consul's view
-of the primaries (what the named problem causes), fails like any other test when some
-violation is of another kind (suite.unexcused_violations), and passes (XPASS) once fixed.
+A scenario that today's sidecar is known to fail (`expected_failure`, a known.py problem
+naming the issue that fixes it) is `xfail(strict=False)`: it xfails when its problem excuses
+every violation, fails like any other test when one is not excused (another kind than
+Consul's view of the primaries, or a Nomad problem in a run Nomad never rewrote: see
+known.py), and passes (XPASS) once fixed.
 """
 
 from __future__ import annotations
@@ -37,15 +38,15 @@ from tests.chaos.suite import (
 pytestmark = pytest.mark.slow
 
 
-class KnownProblem(AssertionError):
+class ExpectedProblem(AssertionError):
     """The run failed only in the ways its expected failure names."""
 
 
 def _marks(item: Entry, *extra: pytest.MarkDecorator) -> list[pytest.MarkDecorator]:
     marks = list(extra)
     if item.expected_failure:
-        marks.append(pytest.mark.xfail(strict=False, reason=item.expected_failure,
-                                       raises=KnownProblem))
+        marks.append(pytest.mark.xfail(strict=False, reason=item.expected_failure.reason,
+                                       raises=ExpectedProblem))
     return marks
 
 
@@ -90,7 +91,7 @@ def judge(summary: ScenarioSummary, tmp_path: Path) -> None:
     if unexcused:
         raise AssertionError(message + "\nnot covered by an expected failure:\n"
                              + "\n".join(f"  - {v.splitlines()[0]}" for v in unexcused))
-    raise KnownProblem(f"{summary.expected_failure}\n{message}")
+    raise ExpectedProblem(f"{summary.expected_failure}\n{message}")
 
 
 def explain(summary: ScenarioSummary, picture: Path) -> str:
