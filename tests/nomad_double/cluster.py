@@ -230,5 +230,10 @@ def _healthy_for(allocation: Allocation, min_healthy_time: float) -> bool:
     task started at least min_healthy_time ago (the tracker's timer, allochealth)."""
     if not allocation.deployment_healthy():
         return False
-    started = [r.process.started for r in allocation.tasks.values() if r.process is not None]
-    return bool(started) and time.monotonic() - max(started) >= min_healthy_time
+    # The tracker's timer starts when the task is running, i.e. at its Started event (not at
+    # process spawn, a moment earlier).
+    started = [max((e.at for e in r.events if e.type == "Started"), default=None)
+               for r in allocation.tasks.values() if r.process is not None]
+    if not started or None in started:
+        return False
+    return time.monotonic() - max(t for t in started if t is not None) >= min_healthy_time
