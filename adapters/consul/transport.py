@@ -288,25 +288,30 @@ class ConsulClient:
 
     def _judge(self, request: _Request, response: requests.Response,
                allow: Collection[int]) -> Reply:
-        status = response.status_code
-        where: dict[str, Any] = {"method": request.method, "endpoint": request.endpoint,
-                                 "status": status}
-        if 200 <= status < 300 or status in allow:
-            return Reply(status, response.headers, response.content, request.method,
-                         request.endpoint)
-        body = self._redacted(_printable(response.content))
-        if status == 403:
-            raise ConsulDenied(f"permission denied (token from {self.token_source})",
-                               body=body, **where)
-        if status == 429:
-            raise ConsulUnavailable("rate limited", body=body, **where)
-        if status >= 500:
-            raise ConsulUnavailable("server error", body=body, **where)
-        raise ConsulRejected("request rejected", body=body, **where)
+        return sort_answer(request.method, request.endpoint, response.status_code,
+                           response.headers, response.content, allow,
+                           token_source=self.token_source, redact=self._redacted)
 
     def _redacted(self, text: str) -> str:
         token = self._current_token()
         return text.replace(token, "<redacted>") if token else text
+
+
+def sort_answer(method: str, endpoint: str, status: int, headers: Mapping[str, str],
+                content: bytes, allow: Collection[int] = (), *, token_source: str = "none",
+                redact: Callable[[str], str] = lambda text: text) -> Reply:
+    """A `Reply` for a 2xx (or allowed) answer; else the error the module docstring names."""
+    where: dict[str, Any] = {"method": method, "endpoint": endpoint, "status": status}
+    if 200 <= status < 300 or status in allow:
+        return Reply(status, headers, content, method, endpoint)
+    body = redact(_printable(content))
+    if status == 403:
+        raise ConsulDenied(f"permission denied (token from {token_source})", body=body, **where)
+    if status == 429:
+        raise ConsulUnavailable("rate limited", body=body, **where)
+    if status >= 500:
+        raise ConsulUnavailable("server error", body=body, **where)
+    raise ConsulRejected("request rejected", body=body, **where)
 
 
 @dataclass(frozen=True)

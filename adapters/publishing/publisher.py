@@ -419,6 +419,7 @@ class Publisher:
         with self._cond:
             if self._stopping:
                 return None
+            seen = target in self._hashes
             content_hash = self._hashes.get(target)
         started, timings = self._clock(), self._timings
         try:
@@ -434,7 +435,7 @@ class Publisher:
         new_hash = read.content_hash if read.service is not None else None
         if new_hash != content_hash:
             with self._cond:
-                if content_hash is None or new_hash is None:
+                if seen and (content_hash is None or new_hash is None):
                     self._verified.discard(target)  # (re)appeared: write it again
                 self._hashes[target] = new_hash
                 self._dirty = True
