@@ -116,7 +116,9 @@ VARIABLES: tuple[Variable, ...] = (
              "service (a stale leader never looks healthy) and one on the sidecar's own "
              "consul-leader service, which the session is bound to (crash failover at TTL)."),
     Variable("CONSUL_LEADER_WATCH_WAIT", "5m", "Blocking-query wait (1s to 10m)."),
-    Variable("CONSUL_LEADER_NODE", "(the local agent's node)", "Consul node for the session."),
+    Variable("CONSUL_LEADER_NODE", "(the local agent's node)",
+             "Consul node for the session; with health checks on, it must be the local "
+             "agent's node (checked with /v1/agent/self; another node exits 2)."),
     Variable("CONSUL_HTTP_ADDR", DEFAULT_CONSUL_ADDRESS,
              "Consul agent: host:port, http://host:port[/prefix], https://host:port[/prefix] "
              "or unix:///path/to/socket."),

@@ -9,8 +9,9 @@
 # With Nomad workload identity (Nomad >= 1.7) attach it to the role that your `nomad-tasks`
 # binding rule gives the sidecar task's token (see deploy/nomad/README.md).
 #
-# Not granted, because the sidecar never asks for it: agent (it does not call /v1/agent/self;
-# the session's node defaults to the local agent's), node write, reads of other services,
+# Not granted, because the sidecar never asks for it: agent (it calls /v1/agent/self only when
+# CONSUL_LEADER_NODE is set with health checks on, to check that it names the local agent's
+# node; then add agent_prefix "" { policy = "read" }), node write, reads of other services,
 # operator, acl, keyring, and write on any other key or service. Every rule below is needed:
 # the tests remove each in turn and the sidecar then refuses to lead.
 # Clients that look the primary up (health/service/postgres?tag=primary&passing) need read
