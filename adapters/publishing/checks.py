@@ -76,6 +76,11 @@ class _Round:
     valid_until: float | None
     note: str
 
+    def joined(self, later: _Round) -> _Round:
+        """Both rounds in one, vouching until the later one's deadline."""
+        return _Round(self.lease or later.lease, self.roles or later.roles,
+                      later.valid_until, later.note)
+
 
 class HealthChecks:
     def __init__(self, settings: ChecksSettings, port: ConsulPort, post: Post, *,
@@ -122,9 +127,11 @@ class HealthChecks:
 
     def pass_round(self, *, lease: bool, roles: bool, valid_until: float | None,
                    note: str = "lease renewed") -> None:
-        """Pass the lease check and/or the role checks, while `valid_until` lasts."""
+        """Pass the lease check and/or the role checks, while `valid_until` lasts. A round
+        asked for before the previous one went out joins it: none of its checks is dropped."""
+        wanted = _Round(lease, roles, valid_until, note)
         with self._lock:
-            self._round = _Round(lease, roles, valid_until, note)
+            self._round = wanted if self._round is None else self._round.joined(wanted)
         self.wake()
 
     def stop(self) -> None:

@@ -104,6 +104,17 @@ def test_a_round_passes_what_was_asked_while_the_lease_lasts() -> None:
     port.assert_done()
 
 
+def test_rounds_asked_for_before_the_worker_ran_are_joined_not_dropped() -> None:
+    c, port, _, clock = checks()
+    # A renewed leader: the lease check first, then (lock confirmed) the role checks.
+    c.pass_round(lease=True, roles=False, valid_until=clock.now + 1)
+    c.pass_round(lease=False, roles=True, valid_until=clock.now + 2)
+    port.expect("check_pass", True, check=passes(ROLE))
+    port.expect("check_pass", True, check=passes(LEASE))
+    c.step()
+    port.assert_done()
+
+
 def test_a_check_consul_lost_is_registered_and_passed_again() -> None:
     c, port, _, clock = checks()
     port.expect("check_pass", False, check=passes(ROLE))  # 404, or 500 before Consul 1.11
