@@ -1,29 +1,47 @@
 # consul-leader: leader-election sidecar for services on Consul and Nomad.
 #
-#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
-#     -t consul-leader:0.1.0 .
+#   VERSION="$(python3 -c 'import consul_leader; print(consul_leader.__version__)')"
+#   docker build --build-arg VERSION="$VERSION" --build-arg REVISION="$(git rev-parse HEAD)" \
+#     -t consul-leader:"$VERSION" .
 #
-# Two stages: `build` turns the project and its dependencies into wheels; the runtime stage
-# installs those wheels by file path with no index, so the image holds no compiler, no source
-# tree and no pip cache, and installs exactly what the build stage resolved.
+# VERSION comes from the one place it is written (consul_leader/__init__.py; the default below
+# is kept equal to it by the tests); REVISION becomes the image's revision label and the
+# `revision` label of consul_leader_build_info. BASE_IMAGE picks the Python base: the default
+# is the official image; tests/image builds on a Debian base bootstrapped locally (Python 3.11,
+# the project's minimum), since no registry is reachable there.
+#
+# Two stages: `build` turns the project into a wheel and downloads the runtime dependencies
+# that requirements.lock pins, checking every file against the lock's hashes; the runtime stage
+# installs those files by path with no index and `--require-hashes` again, so the image holds
+# no compiler, no source tree and no pip cache, and exactly the locked versions.
 #
 # The base is pinned by tag, which still moves with Python patch releases and Debian security
 # updates. For production, pin by digest as well (python:3.12-slim-bookworm@sha256:...) and
 # let a bot propose the updates.
 
-FROM python:3.12-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.12-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
 
 WORKDIR /src
 # Only what the wheel is built from; .dockerignore keeps the rest of the tree out of the
 # build context.
-COPY pyproject.toml README.md ./
+COPY requirements.lock requirements-build.lock pyproject.toml README.md LICENSE ./
 COPY consul_leader/__init__.py consul_leader/__main__.py consul_leader/
 COPY fsm/ fsm/
 COPY adapters/ adapters/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The wheel is built with the locked setuptools in a throw-away virtualenv (no build
+# isolation, so nothing unhashed is fetched); the dependencies are downloaded, not built.
+RUN python -m venv /tmp/build-venv \
+ && /tmp/build-venv/bin/pip install --no-cache-dir --require-hashes -r requirements-build.lock \
+ && /tmp/build-venv/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation \
+      --wheel-dir /wheels . \
+ && pip download --no-cache-dir --require-hashes --only-binary=:all: --dest /wheels \
+      -r requirements.lock \
+ && cp requirements.lock /wheels/
 
 
-FROM python:3.12-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown
@@ -37,8 +55,10 @@ LABEL org.opencontainers.image.title="consul-leader" \
 
 # Unbuffered so log lines reach `nomad alloc logs` as they happen, even if the task is killed;
 # no .pyc writes because site-packages belongs to root and the user below cannot write there.
+# CONSUL_LEADER_REVISION is what consul_leader_build_info{revision} reports.
 ENV PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    CONSUL_LEADER_REVISION=${REVISION}
 
 # A system user with a fixed numeric id: the numeric USER below works even where the host
 # cannot resolve names (hadolint DL3066), and files the task writes into a shared alloc
@@ -48,13 +68,19 @@ RUN groupadd --system --gid 10001 consul-leader \
       --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin consul-leader
 
 # The wheels are bind-mounted from the build stage rather than copied, so they never become
-# a layer of this image (RUN --mount needs BuildKit, the default builder since Docker 23).
+# a layer of this image (RUN --mount needs BuildKit, the default builder since Docker 23, or
+# podman/buildah). First the locked dependencies, each checked against its hash, then the
+# project's wheel without dependencies; `pip check` fails the build if the two disagree.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index /wheels/*.whl
+    pip install --no-cache-dir --no-index --find-links /wheels --require-hashes \
+      -r /wheels/requirements.lock \
+ && pip install --no-cache-dir --no-index --no-deps /wheels/consul_leader-*.whl \
+ && pip check
 
 USER 10001:10001
 
-# /metrics, /healthz, /primary, /replica, /status (CONSUL_LEADER_LISTEN, default 0.0.0.0:9500).
+# /metrics, /livez, /readyz (/healthz: alias of /livez), /primary, /replica, /status
+# (CONSUL_LEADER_LISTEN, default :9500).
 EXPOSE 9500
 
 # Nomad's docker driver stops a task with the image's STOPSIGNAL, then SIGKILLs it after

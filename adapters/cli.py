@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Mapping, Sequence
-from importlib import metadata
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import consul_leader
 from consul_leader.adapters.config import (
     VARIABLES,
     Config,
@@ -35,11 +37,39 @@ EXIT_CONFIG = 2
 HELP_WIDTH = 80  # terminals and `man`-style readers; the issue measured ~150 before
 
 
+REVISION_VARIABLE = "CONSUL_LEADER_REVISION"  # set by the image from its REVISION build arg
+UNKNOWN_REVISION = "unknown"
+
+
 def version() -> str:
+    """The one version, ``consul_leader.__version__`` (pyproject.toml reads the same)."""
+    return consul_leader.__version__
+
+
+def revision(environ: Mapping[str, str] | None = None) -> str:
+    """The source revision this sidecar was built from, for ``consul_leader_build_info``.
+
+    In order: ``CONSUL_LEADER_REVISION`` (the image sets it from its ``REVISION`` build
+    argument), else the commit checked out when running from a git checkout of the project,
+    else ``unknown`` (an installed wheel: it records no revision).
+    """
+    value = (os.environ if environ is None else environ).get(REVISION_VARIABLE, "").strip()
+    return value or _checkout_revision() or UNKNOWN_REVISION
+
+
+def _checkout_revision() -> str | None:
+    # The package's parent is the repository root in a checkout, site-packages when installed;
+    # only a root with its own .git (a folder, or a file in a worktree) asks git.
+    root = Path(consul_leader.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
     try:
-        return metadata.version("consul-leader")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
+        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
 
 
 def usage() -> str:
@@ -67,7 +97,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if any(a in ("-h", "--help") for a in args):
         return _print_and_exit(usage())
     if "--version" in args:
-        return _print_and_exit(f"consul-leader {version()}")
+        return _print_and_exit(f"consul-leader {version()} (revision {revision()})")
     if args:
         print(f"consul-leader: unexpected argument {args[0]!r} (configuration is by environment"
               " variables; see --help)", file=sys.stderr)
@@ -101,7 +131,8 @@ def run(config: Config) -> int:
 
     logs.configure(config.log_level, config.log_format, _log_context(config))
     try:
-        sidecar = Sidecar(config, version())  # binds the listen address first, nothing else
+        # Binds the listen address first, nothing else.
+        sidecar = Sidecar(config, version(), revision())
     except ListenError as exc:
         print(f"consul-leader: configuration error: {_listen_problem(config, exc)}",
               file=sys.stderr)

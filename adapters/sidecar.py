@@ -62,7 +62,7 @@ def timings_of(config: Config) -> Timings:
 
 
 class Sidecar:
-    def __init__(self, config: Config, version: str,
+    def __init__(self, config: Config, version: str, revision: str = "unknown",
                  registry: CollectorRegistry | None = None) -> None:
         """Build every adapter; nothing talks to Consul before ``start()``.
 
@@ -77,6 +77,7 @@ class Sidecar:
             transitions=sorted((s.value, d.value, e.value) for s, d, e in edges()),
             events=[e.value for e in Event],
             version=version,
+            revision=revision,
         )
         self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
                               if config.listen else None)

@@ -82,6 +82,7 @@ class Metrics:
         transitions: Iterable[tuple[str, str, str]],
         events: Sequence[str],
         version: str,
+        revision: str = "unknown",
         process_collectors: bool = True,
         leader_state: str = "Leader",
         clock: Callable[[], float] = time.time,
@@ -90,6 +91,7 @@ class Metrics:
 
         ``transitions`` are (from, to, event) triples pre-initialized at 0. ``leader_state`` is
         the state that counts as leading; ``clock`` gives wall-clock seconds for timestamps.
+        ``version`` and ``revision`` (the source commit, or "unknown") label ``build_info``.
         """
         _require(initial_state, tuple(states), "initial state")
         _require(leader_state, tuple(states), "leader state")
@@ -102,7 +104,7 @@ class Metrics:
         self._register_session_metrics(registry)
         self._register_consul_metrics(registry)
         self._register_side_effect_metrics(registry)
-        self._register_build_info(registry, version)
+        self._register_build_info(registry, version, revision)
         if process_collectors:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -181,10 +183,13 @@ class Metrics:
             "passing primary, after waiting for that one's role check to expire.",
             registry=registry)
 
-    def _register_build_info(self, registry: CollectorRegistry, version: str) -> None:
-        build = Info(f"{PREFIX}_build", "Version of the sidecar and of its Python runtime.",
+    def _register_build_info(self, registry: CollectorRegistry, version: str,
+                             revision: str) -> None:
+        build = Info(f"{PREFIX}_build",
+                     "Version and source revision of the sidecar, and its Python version.",
                      registry=registry)
-        build.info({"version": version, "python_version": platform.python_version()})
+        build.info({"version": version, "revision": revision,
+                    "python_version": platform.python_version()})
 
     def _preinitialize(self, states: Sequence[str], transitions: Iterable[tuple[str, str, str]],
                        events: Sequence[str]) -> None:

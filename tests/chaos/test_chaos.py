@@ -31,8 +31,21 @@ from tests.chaos.suite import (
 pytestmark = pytest.mark.slow
 
 
+# Scenarios today's sidecar fails, each naming the problem; they turn into passes (XPASS)
+# when the issue that fixes them lands, and the mark goes then.
+EXPECTED_FAILURES = {
+    "acl-token-revoked": (
+        "issue 11: the revoked token cannot sync the old leader's role check to the catalog "
+        "(consul agent/local/state.go syncCheck uses the check's own token), so Consul keeps "
+        "listing it as a passing primary and the new leader waits for it without limit"
+    ),
+}
+
+
 def _param(item: Entry, options: Options) -> Any:
     marks = [pytest.mark.chaos_full, *([pytest.mark.chaos_ci] if item.ci else [])]
+    if item.name in EXPECTED_FAILURES:
+        marks.append(pytest.mark.xfail(reason=EXPECTED_FAILURES[item.name], strict=False))
     return pytest.param(item, options, marks=marks, id=item.name)
 
 

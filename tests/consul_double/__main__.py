@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--nodes", type=_node_list, default=("n1",),
                         help="comma-separated node names (default n1)")
+    parser.add_argument("--servers", type=_node_list, default=(),
+                        help="comma-separated nodes whose agents are servers (default none)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8500, help="port of the first node")
     parser.add_argument("--control-port", type=int, default=8499)
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         double = ConsulDouble(
             nodes=arguments.nodes,
+            servers=arguments.servers,
             session_ttl_min=arguments.session_ttl_min,
             rpc_hold_timeout=arguments.rpc_hold_timeout,
             acl=_acl(arguments),

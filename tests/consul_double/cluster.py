@@ -33,6 +33,13 @@ Deliberate simplifications (where the double is not Consul):
   reaped, and lock-delays run on the monotonic clock.
 * `/v1/status/leader` answers "" at once while there is no leader (any server
   answers it), without the hold.
+* Nodes are client agents unless named in `servers=` (the first leads while there
+  is a leader); there is one datacenter, `dc1` (docs/consul-semantics-addendum.md §12).
+* Checks sync with their own token (addendum §11) at once: Consul's skipped sync of
+  an identical re-registration and the periodic full sync are not modelled; the
+  agent has no default token, so a check registered without one syncs as anonymous.
+* Alias checks (addendum §9): a remote alias re-evaluates on any catalog change of
+  its node (no RPC backoff); no maintenance-mode endpoints are served.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import Any
 from .acl import AclSystem
 from .api import AgentApi
 from .api.common import Settings
+from .catalog import ALIAS_REFRESH_INTERVAL
 from .control import ControlApi
 from .events import DEFAULT_CAPACITY, EventJournal
 from .faults import NodeFaults
@@ -83,6 +91,7 @@ class ConsulDouble:
     def __init__(
         self,
         nodes: tuple[str, ...] = ("n1",),
+        servers: tuple[str, ...] = (),
         session_ttl_min: float = 10.0,
         rpc_hold_timeout: float = 7.0,
         acl: AclSystem | None = None,
@@ -92,11 +101,13 @@ class ConsulDouble:
         control_port: int = 0,
         failover_window: float = DEFAULT_FAILOVER_WINDOW,
         journal_capacity: int = DEFAULT_CAPACITY,
+        alias_refresh_interval: float = ALIAS_REFRESH_INTERVAL,
     ) -> None:
         self.node_names = tuple(nodes)
         self.state = ClusterState(
             self.node_names, session_ttl_min=session_ttl_min, rpc_hold_timeout=rpc_hold_timeout,
-            node_address=host, journal=EventJournal(journal_capacity),
+            node_address=host, journal=EventJournal(journal_capacity), acl=acl, servers=servers,
+            alias_refresh_interval=alias_refresh_interval,
         )
         self.acl = acl
         self.failover_window = failover_window

@@ -13,6 +13,7 @@ Kinds and their fields:
     kv_lock_released      key, session, lock_index,
                           cause: release | invalidation | delete (plain DELETE of a held key)
     check_status          node, id (the check ID), old (None for a new check), new
+                          (the catalog's status: a change the agent cannot sync is not one)
     service_registered    node, id, name, tags   (only when the definition really changed)
     service_deregistered  node, id, name, tags
     node_failed / node_recovered   node

@@ -130,6 +130,9 @@ class CheckRecord:
     output: str = ""
     # What the catalog shows: an output-only change stays on the agent (§4.6).
     catalog_output: str = ""
+    # What the catalog shows as the status: the agent syncs a status change with the
+    # check's own token, so after that token is revoked the two differ (addendum §11).
+    catalog_status: str = ""
     service_id: str = ""
     service_name: str = ""
     service_tags: list[str] = field(default_factory=list)
@@ -137,9 +140,22 @@ class CheckRecord:
     interval: str = ""
     timeout: str = ""
     ttl_ns: int = 0
+    # The ACL token the agent registered the check with and syncs it with ("" = the
+    # agent's default token), as local/state.go CheckState.Token.
+    token: str = ""
+    alias_service: str = ""  # AliasService / AliasNode of an alias check (addendum §9)
+    alias_node: str = ""
+    # CheckTTL.lastOutput: the output of the last pass/warn/fail/update, which the
+    # `TTL expired` message quotes; a re-registration starts a new CheckTTL without it.
+    ttl_last_output: str = ""
     create_index: int = 0
     modify_index: int = 0
     ttl_timer: TimerHandle | None = field(default=None, repr=False, compare=False)
+    alias_timer: TimerHandle | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_alias(self) -> bool:
+        return bool(self.alias_service or self.alias_node)
 
     def catalog_fields(self) -> tuple[Any, ...]:
         """`HealthCheck.IsSame`: the fields whose change is synced to the catalog."""
@@ -147,7 +163,7 @@ class CheckRecord:
             self.node,
             self.check_id,
             self.name,
-            self.status,
+            self.catalog_status,
             self.notes,
             self.catalog_output,
             self.service_id,
@@ -170,13 +186,18 @@ class NodeRecord:
 
     @property
     def alive(self) -> bool:
-        return self.serf_check.status == PASSING
+        return self.serf_check.catalog_status == PASSING
 
     def catalog_checks(self) -> list[CheckRecord]:
         """Every check the catalog holds for this node: serfHealth plus the agent's checks."""
         return [self.serf_check, *self.checks.values()]
 
     def catalog_check(self, check_id: str) -> CheckRecord | None:
-        if check_id == SERF_CHECK_ID:
-            return self.serf_check
-        return self.checks.get(check_id)
+        """The check the servers hold under this ID, matched case-insensitively.
+
+        consul: agent/consul/state/catalog.go (indexFromNodeCheckQuery lowercases the ID).
+        """
+        wanted = check_id.lower()
+        return next(
+            (check for check in self.catalog_checks() if check.check_id.lower() == wanted), None
+        )

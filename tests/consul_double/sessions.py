@@ -152,10 +152,15 @@ class SessionTable:
     def invalidate_bound_to(
         self, txn: Txn, node: str, check_ids: Iterable[str], cause: str
     ) -> None:
-        """§1.5: a linked check went critical or was deregistered."""
-        doomed = set(check_ids)
+        """§1.5: a linked check went critical or was deregistered.
+
+        consul: agent/consul/state/session.go (session_checks indexes node and check ID
+        lowercased), so the session's spelling of the ID need not match the check's.
+        """
+        doomed = {check_id.lower() for check_id in check_ids}
         for session in self.all():
-            if session.node == node and doomed.intersection(session.check_ids()):
+            bound = {check_id.lower() for check_id in session.check_ids()}
+            if session.node == node and doomed & bound:
                 self.invalidate(txn, session, cause)
 
     def stop_timers(self) -> None:
@@ -203,8 +208,8 @@ class SessionTable:
             check = node.catalog_check(check_id)
             if check is None:
                 raise StateError(f"Missing check '{check_id}' registration")
-            if check.status == CRITICAL:
-                raise StateError(f"Check '{check_id}' is in critical state")
+            if check.catalog_status == CRITICAL:
+                raise StateError(f"Check '{check_id}' is in {check.catalog_status} state")
 
     def _new_id(self) -> str:
         # hashicorp/go-uuid: 16 random bytes in 8-4-4-4-12 hex, no RFC 4122 version bits.

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import events, views
-from .catalog import CatalogTable
+from .acl import AclSystem
+from .catalog import ALIAS_REFRESH_INTERVAL, CatalogTable
 from .core import Core, NoClusterLeader, RequestAborted, Txn
 from .durations import seconds_to_duration
 from .events import EventJournal
@@ -73,12 +74,21 @@ class ClusterState:
         node_address: str = "127.0.0.1",
         clock: Callable[[], float] = time.monotonic,
         journal: EventJournal | None = None,
+        acl: AclSystem | None = None,
+        alias_refresh_interval: float = ALIAS_REFRESH_INTERVAL,
+        servers: tuple[str, ...] = (),
     ) -> None:
         if not node_names:
             raise ValueError("a cluster needs at least one node")
         if len(set(node_names)) != len(node_names):
             raise ValueError(f"node names must be unique: {node_names}")
+        unknown = [name for name in servers if name not in node_names]
+        if unknown:
+            raise ValueError(f"servers must be among the nodes {node_names}: {unknown}")
         self.node_names = tuple(node_names)
+        # Nodes whose agents are servers; the first one leads while there is a leader.
+        # With none, the servers are outside the node list (every agent is a client).
+        self.server_nodes = tuple(servers)
         self.datacenter = DATACENTER
         self.rpc_hold_timeout = rpc_hold_timeout
         self._clock = clock
@@ -90,7 +100,10 @@ class ClusterState:
         self.sessions = SessionTable(
             self._core, self.kv, self._nodes, seconds_to_duration(session_ttl_min)
         )
-        self.catalog = CatalogTable(self._core, self._nodes, self.sessions)
+        # The agents resolve check tokens for anti-entropy and alias RPCs (addendum §9, §11).
+        self.catalog = CatalogTable(
+            self._core, self._nodes, self.sessions, acl, alias_refresh_interval
+        )
         self._leader_lost_at: float | None = None
         self._election: TimerHandle | None = None
         self._unreachable: set[str] = set()
@@ -253,6 +266,10 @@ class ClusterState:
         with self._core.lock:
             return self._leader_lost_at is None
 
+    def leader_present(self) -> bool:
+        """Like has_leader, for a caller that already holds the cluster lock."""
+        return self._leader_lost_at is None
+
     def node_reachable(self, name: str) -> bool:
         return name not in self._unreachable and not self._closing
 
@@ -363,7 +380,7 @@ class ClusterState:
     def _node_snapshot(self, node: NodeRecord) -> dict[str, Any]:
         return {
             "reachable": node.name not in self._unreachable,
-            "serfHealth": node.serf_check.status,
+            "serfHealth": node.serf_check.catalog_status,
             "services": {
                 service_id: views.agent_service(node.services[service_id], self.datacenter)
                 for service_id in sorted(node.services)

@@ -16,6 +16,7 @@ from typing import Any
 from .model import CheckRecord, KvEntry, NodeRecord, ServiceRecord, Session
 
 CONSUL_VERSION = "1.20.2"
+REVISION = "consul-double"
 _EMPTY_PROXY: dict[str, Any] = {"MeshGateway": {}, "Expose": {}}
 
 
@@ -107,12 +108,13 @@ def agent_service_with_hash(service: ServiceRecord, datacenter: str) -> dict[str
 
 
 def health_check(check: CheckRecord, agent_view: bool = False) -> dict[str, Any]:
-    """§4.6 `structs.HealthCheck`. The agent view shows the agent's latest output."""
+    """§4.6 `structs.HealthCheck`. The agent view shows the agent's copy (status and
+    output), the catalog view what the last sync sent (addendum §11)."""
     return {
         "Node": check.node,
         "CheckID": check.check_id,
         "Name": check.name,
-        "Status": check.status,
+        "Status": check.status if agent_view else check.catalog_status,
         "Notes": check.notes,
         "Output": check.output if agent_view else check.catalog_output,
         "ServiceID": check.service_id,
@@ -213,16 +215,18 @@ def health_entry(
     }
 
 
-def agent_self(node: NodeRecord, datacenter: str) -> dict[str, Any]:
-    """§4.5: the parts of /v1/agent/self a client reads (`Config.NodeName` above all)."""
+def agent_self(
+    node: NodeRecord, datacenter: str, server: bool, stats: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """§4.5 + addendum §12: the parts of /v1/agent/self a client reads."""
     return {
         "Config": {
             "Datacenter": datacenter,
             "PrimaryDatacenter": datacenter,
             "NodeName": node.name,
             "NodeID": node.node_id,
-            "Revision": "consul-double",
-            "Server": False,
+            "Revision": REVISION,
+            "Server": server,
             "Version": CONSUL_VERSION,
             "BuildDate": "2024-01-01T00:00:00Z",
         },
@@ -232,10 +236,10 @@ def agent_self(node: NodeRecord, datacenter: str) -> dict[str, Any]:
             "Name": node.name,
             "Addr": node.address,
             "Port": 8301,
-            "Tags": {"dc": datacenter, "role": "node"},
+            "Tags": {"dc": datacenter, "role": "consul" if server else "node"},
             "Status": 1 if node.alive else 4,
         },
-        "Stats": {},
+        "Stats": {section: _sorted_map(values) for section, values in sorted(stats.items())},
         "Meta": {"consul-network-segment": ""},
         "xDS": None,
     }

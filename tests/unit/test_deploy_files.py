@@ -1,7 +1,9 @@
 """The shipped deployment files say what the sidecar needs, and nothing they say is wrong.
 
 * `Dockerfile`: hadolint reports nothing, and the image runs the project's console script as a
-  numeric non-root user, exposes the sidecar's default port and checks liveness (`/livez`).
+  numeric non-root user, exposes the sidecar's default port and checks liveness (`/livez`);
+  it builds on a BASE_IMAGE argument and installs only hashed, locked dependencies and the
+  project's wheel (tests/image builds and runs it for real).
 * `deploy/nomad/*.nomad.hcl`: each parses (a small HCL reader below: blocks, attributes,
   strings, heredocs, lists), runs the sidecar as a prestart sidecar with a workload-identity
   Consul token, tags a service that has `enable_tag_override = true`, and gives the sidecar an
@@ -147,10 +149,49 @@ def test_runtime_stage_is_non_root_and_built_from_wheels_only() -> None:
     installs = [i.arguments for i in runtime_steps
                 if i.keyword == "RUN" and "pip install" in i.arguments]
     assert len(installs) == 1
-    assert "--no-index" in installs[0] and "/wheels/*.whl" in installs[0]
+    commands = [c.strip() for c in installs[0].split("&&")]
+    pips = [c for c in commands if "pip install" in c]
+    assert pips and all("--no-index" in c for c in pips), "nothing is fetched at this stage"
+    locked, project = pips
+    assert "--require-hashes" in locked and "-r /wheels/requirements.lock" in locked
+    assert "--no-deps" in project and project.endswith("/wheels/consul_leader-*.whl")
+    assert commands[-1] == "pip check"
     assert not any(i.keyword == "COPY" and "--from" not in i.arguments for i in runtime_steps), (
         "the runtime stage must not copy the source tree"
     )
+
+
+def test_build_stage_fetches_only_what_the_lock_files_hash() -> None:
+    build = [i for i in read_dockerfile() if i.stage == 0 and i.keyword == "RUN"]
+    commands = [c.strip() for step in build for c in step.arguments.split("&&")]
+    fetches = [c for c in commands if re.search(r"pip (install|download|wheel)\b", c)]
+    assert fetches, "the build stage installs nothing?"
+    for command in fetches:
+        if "pip wheel" in command:  # the project itself, with the locked setuptools
+            assert "--no-deps" in command and "--no-build-isolation" in command, command
+        else:
+            assert "--require-hashes" in command, command
+    assert any("-r requirements-build.lock" in c for c in fetches)
+    assert any("pip download" in c and "-r requirements.lock" in c for c in fetches)
+
+
+def test_base_image_is_a_build_argument_defaulting_to_the_official_image() -> None:
+    instructions = read_dockerfile()
+    [base] = [i.arguments for i in instructions if i.keyword == "ARG" and i.stage == -1]
+    assert base == "BASE_IMAGE=python:3.12-slim-bookworm"
+    froms = [i.arguments.split()[0] for i in instructions if i.keyword == "FROM"]
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+
+
+def test_image_reports_the_revision_it_was_built_from() -> None:
+    runtime = [i for i in read_dockerfile() if i.stage == 1]
+    arguments = [i.arguments for i in runtime if i.keyword == "ARG"]
+    assert "REVISION=unknown" in arguments
+    env = " ".join(i.arguments for i in runtime if i.keyword == "ENV")
+    assert "CONSUL_LEADER_REVISION=${REVISION}" in env.split()
+    labels = " ".join(i.arguments for i in runtime if i.keyword == "LABEL")
+    assert 'org.opencontainers.image.revision="${REVISION}"' in labels
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
 
 
 def test_image_exposes_and_checks_the_default_listen_port() -> None:

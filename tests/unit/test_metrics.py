@@ -59,8 +59,8 @@ class FakeClock:
 def make_metrics(registry: CollectorRegistry, clock: FakeClock | None = None,
                  process_collectors: bool = False) -> Metrics:
     return Metrics(registry, states=STATES, initial_state="NoSession", transitions=TRANSITIONS,
-                   events=EVENTS, version="1.2.3", process_collectors=process_collectors,
-                   clock=clock or FakeClock())
+                   events=EVENTS, version="1.2.3", revision="0123abc",
+                   process_collectors=process_collectors, clock=clock or FakeClock())
 
 
 @pytest.fixture
@@ -359,10 +359,18 @@ def test_unknown_label_values_are_rejected(registry: CollectorRegistry,
 
 # -- metadata and collectors -----------------------------------------------------------------
 
-def test_build_info_names_version_and_python(registry: CollectorRegistry) -> None:
+def test_build_info_names_version_revision_and_python(registry: CollectorRegistry) -> None:
     make_metrics(registry)
 
-    assert value(registry, "consul_leader_build_info", version="1.2.3",
+    assert value(registry, "consul_leader_build_info", version="1.2.3", revision="0123abc",
+                 python_version=platform.python_version()) == 1
+
+
+def test_build_info_revision_is_unknown_unless_given(registry: CollectorRegistry) -> None:
+    Metrics(registry, states=STATES, initial_state="NoSession", transitions=[], events=[],
+            version="1.2.3", process_collectors=False)
+
+    assert value(registry, "consul_leader_build_info", version="1.2.3", revision="unknown",
                  python_version=platform.python_version()) == 1
 
 

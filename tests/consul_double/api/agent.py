@@ -16,9 +16,10 @@ from ..catalog import CheckSpec
 from ..decoding import SERVICE_DEFINITION
 from ..durations import go_quote
 from ..filter import AGENT_SERVICE
-from ..model import CHECK_STATUSES, ServiceRecord
+from ..model import CHECK_STATUSES, NodeRecord, ServiceRecord
 from ..watch import WatchSpec, agent_service_topic
 from ..wire import HttpError, Reply, json_reply
+from .catalog import LEADER_ADDRESS
 from .check_fields import (
     check_spec,
     check_type_problem,
@@ -41,7 +42,9 @@ def agent_self(call: Call) -> Reply:
     """§4.5: needs agent:read on this node."""
     call.require("agent", call.node, "read")
     with call.state.read():
-        body = views.agent_self(agent_node(call), call.state.datacenter)
+        node = agent_node(call)
+        server = call.node in call.state.server_nodes
+        body = views.agent_self(node, call.state.datacenter, server, _agent_stats(call, node))
     return json_reply(body, call.request)
 
 
@@ -109,7 +112,7 @@ def register_service(call: Call) -> Reply:
         if existing is not None and existing.name != service.name:
             call.require("service", existing.name, "write")
         call.state.catalog.register_service(
-            txn, call.node, service, specs, replace_existing_checks
+            txn, call.node, service, specs, replace_existing_checks, call.token or ""
         )
     return Reply(200)
 
@@ -270,3 +273,43 @@ def _meta_pair_problem(key: str, value: str) -> str | None:
     return None
 
 
+
+
+def _agent_stats(call: Call, node: NodeRecord) -> dict[str, dict[str, str]]:
+    """`Stats` of /v1/agent/self (addendum §12), every value a string as Go prints it.
+
+    consul: agent/agent.go (Agent.Stats adds `agent` and `build`), agent/consul/server.go
+    and client.go (Server.Stats / Client.Stats give the `consul` section).
+    """
+    return {
+        "consul": _consul_stats(call, node.name),
+        "agent": {
+            "check_monitors": "0",
+            "check_ttls": str(sum(1 for check in node.checks.values() if check.ttl_ns > 0)),
+            "checks": str(len(node.checks)),
+            "services": str(len(node.services)),
+        },
+        "build": {"prerelease": "", "revision": views.REVISION[:8],
+                  "version": views.CONSUL_VERSION},
+    }
+
+
+def _consul_stats(call: Call, node_name: str) -> dict[str, str]:
+    state = call.state
+    acl = "enabled" if call.settings.acl_enabled else "disabled"
+    if node_name not in state.server_nodes:
+        known_servers = len(state.server_nodes) or 1  # the servers outside the node list
+        return {"acl": acl, "known_servers": str(known_servers), "server": "false"}
+    has_leader = state.leader_present()
+    return {
+        "acl": acl,
+        "bootstrap": "false",
+        "known_datacenters": "1",
+        "leader": _go_bool(has_leader and node_name == state.server_nodes[0]),
+        "leader_addr": LEADER_ADDRESS if has_leader else "",  # raft.Leader(): "" when none
+        "server": "true",
+    }
+
+
+def _go_bool(value: bool) -> str:
+    return "true" if value else "false"

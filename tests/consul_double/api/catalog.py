@@ -22,7 +22,7 @@ from ..watch import (
     service_topic,
 )
 from ..wire import HttpError, Reply, json_reply
-from .common import Call, QueryOptions, path_id, run_query
+from .common import Call, QueryOptions, path_id, require_local_dc, run_query
 
 LEADER_ADDRESS = "127.0.0.1:8300"
 
@@ -147,7 +147,7 @@ def health_state(call: Call) -> Reply:
             views.health_check(check)
             for node in catalog.nodes()
             for check in _readable_checks(call, node, node.catalog_checks())
-            if state in ("any", check.status)
+            if state in ("any", check.catalog_status)
         ]
         return QueryResult(call.apply_filter(listed, AGENT_CHECK), catalog.table_index("checks"))
 
@@ -157,10 +157,12 @@ def health_state(call: Call) -> Reply:
 
 def status_leader(call: Call) -> Reply:
     """§5: the leader's address, or "" while there is none (any server answers this)."""
+    require_local_dc(call)
     return json_reply(LEADER_ADDRESS if call.state.has_leader else "", call.request)
 
 
 def status_peers(call: Call) -> Reply:
+    require_local_dc(call)
     return json_reply([LEADER_ADDRESS] if call.state.has_leader else [], call.request)
 
 

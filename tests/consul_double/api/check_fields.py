@@ -90,6 +90,8 @@ def check_spec(fields: dict[str, Any], check_id: str, name: str, service_id: str
         ttl_ns=fields.get("TTL") or 0,
         interval=format_duration(interval) if interval else "",
         timeout=format_duration(timeout) if timeout else "",
+        alias_service=fields.get("AliasService") or "",
+        alias_node=fields.get("AliasNode") or "",
     )
 
 

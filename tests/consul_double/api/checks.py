@@ -60,7 +60,7 @@ def register_check(call: Call) -> Reply:
         if service_id and service is None:
             raise HttpError(404, f"ServiceID {go_quote(service_id)} does not exist")
         _require_check_write(call, service.name if service else "")
-        call.state.catalog.register_check(txn, call.node, spec)
+        call.state.catalog.register_check(txn, call.node, spec, call.token or "")
     return Reply(200)
 
 

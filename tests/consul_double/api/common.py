@@ -178,6 +178,21 @@ def _parse_index(request: Request) -> int:
         raise HttpError(400, "Invalid index") from None
 
 
+NO_DC_PATH = "No path to datacenter"
+
+
+def require_local_dc(call: Call) -> None:
+    """`?dc=` naming another datacenter: 500 `No path to datacenter` (addendum §12).
+
+    consul: agent/http.go (parseDC) puts the name into the request; the server forwards
+    any other datacenter (agent/consul/rpc.go forwardRequestToOtherDatacenter) and, this
+    double knowing no other, answers structs.ErrNoDCPath before any leader or ACL step.
+    """
+    datacenter = call.request.param("dc") or ""
+    if datacenter and datacenter != call.state.datacenter:
+        raise HttpError(500, NO_DC_PATH)
+
+
 def meta_headers(index: int, leader: LeaderView, options: QueryOptions) -> dict[str, str]:
     """setMeta (§2.2): X-Consul-Index is never 0."""
     return {
@@ -193,6 +208,7 @@ def run_query(
     call: Call, options: QueryOptions, watch: WatchSpec, evaluate: Callable[[], QueryResult]
 ) -> tuple[QueryResult, dict[str, str]]:
     """A server-bound read: blocking per §3, then its metadata (+ the ACL filter header)."""
+    require_local_dc(call)
     _ = call.authz  # resolve the token before blocking: an unknown token answers 403 at once
 
     def evaluate_fresh() -> QueryResult:

@@ -9,7 +9,7 @@ from ..durations import parse_uint64
 from ..store import QueryResult
 from ..watch import WatchSpec, kv_topic
 from ..wire import HttpError, Reply, Request, json_reply
-from .common import KV_MAX_VALUE_SIZE, Call, QueryOptions, run_query
+from .common import KV_MAX_VALUE_SIZE, Call, QueryOptions, require_local_dc, run_query
 
 _RAW_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -40,6 +40,7 @@ def _get(call: Call, options: QueryOptions) -> Reply:
         watch = WatchSpec(kv_prefix=key)
         result, headers = run_query(call, options, watch, lambda: _evaluate_list(call, key))
     else:
+        require_local_dc(call)
         call.require("key", key, "read")
         watch = WatchSpec.of(kv_topic(key))
         result, headers = run_query(call, options, watch, lambda: _evaluate_get(call, key))
@@ -93,6 +94,7 @@ def _put(call: Call) -> Reply:
     if len(request.body) > KV_MAX_VALUE_SIZE:
         raise HttpError(413, _too_large_message(len(request.body)))
     value = request.body or None  # an empty body stores a nil value: "Value": null
+    require_local_dc(call)
     call.require("key", key, "write")
     kv = call.state.kv
     with call.state.server_write(call.aborted) as txn:
@@ -117,6 +119,7 @@ def _delete(call: Call) -> Reply:
     if not recurse and not key:
         raise HttpError(400, "Missing key name")
     cas = parse_uint64(request.param("cas") or "") if request.has("cas") else None
+    require_local_dc(call)
     call.require("key", key, "write")  # for recurse: write on the prefix
     kv = call.state.kv
     with call.state.server_write(call.aborted) as txn:

@@ -12,7 +12,7 @@ from ..sessions import SessionSpec, fixup_empty_session_checks
 from ..store import QueryResult
 from ..watch import SESSIONS_TOPIC, WatchSpec, session_node_topic, session_topic
 from ..wire import HttpError, Reply, json_reply
-from .common import Call, QueryOptions, path_id, run_query
+from .common import Call, QueryOptions, path_id, require_local_dc, run_query
 
 
 def create(call: Call) -> Reply:
@@ -24,6 +24,7 @@ def create(call: Call) -> Reply:
         except DecodeError as error:
             raise HttpError(400, f"Request decode failed: {error}") from None
     fixup_empty_session_checks(spec)
+    require_local_dc(call)
     call.require("session", spec.node, "write")
     with call.state.server_write(call.aborted) as txn:
         session = call.state.sessions.create(txn, spec)
@@ -88,6 +89,7 @@ def on_node(call: Call) -> Reply:
 def renew(call: Call) -> Reply:
     """§1.3: `[session]` unchanged, or 404 `Session id '<id>' not found`."""
     session_id = path_id(call, "Missing session")
+    require_local_dc(call)
     _ = call.authz
     with call.state.server_call(call.aborted):
         session = call.state.sessions.get(session_id)
@@ -102,6 +104,7 @@ def renew(call: Call) -> Reply:
 def destroy(call: Call) -> Reply:
     """§1.3: `true`, also for an unknown session; invalidates like any cause (§1.5)."""
     session_id = path_id(call, "Missing session")
+    require_local_dc(call)
     _ = call.authz
     with call.state.server_write(call.aborted) as txn:
         session = call.state.sessions.get(session_id)
