@@ -38,7 +38,7 @@ log = logging.getLogger("consul_leader")
 
 
 class SessionDriver(Protocol):
-    def create(self) -> None: ...
+    def create(self, bound_checks: tuple[str, ...] = ()) -> None: ...
     def give_up(self, session: str | None) -> None: ...
 
 
@@ -54,7 +54,8 @@ class WatchDriver(Protocol):
 
 
 class PublishDriver(Protocol):
-    def publish(self, role: Role, session: str | None, valid_until: float | None) -> None: ...
+    def publish(self, role: Role, session: str | None, valid_until: float | None,
+                fencing_token: int | None = None) -> None: ...
     def extend(self, valid_until: float | None) -> None: ...
     def hold_for_other_primary_until(self, deadline: float) -> None: ...
     def publish_over_other_primary(self) -> None: ...
@@ -169,7 +170,7 @@ class RoleEffects:
         if self.fencing_token is not None:
             self._d.metrics.fencing_token(self.fencing_token)
         self._d.acquirer.stand_down()
-        self._d.publisher.publish(Role.PRIMARY, session, self._valid_until)
+        self._d.publisher.publish(Role.PRIMARY, session, self._valid_until, self.fencing_token)
         self._d.leader_file.write({
             "session": session, "key": self._settings.key, "fencing_token": self.fencing_token,
             "since": self.leader_since,
@@ -213,7 +214,7 @@ class RoleEffects:
             self._d.keeper.create()
 
     def create_session(self, t: Transition) -> None:
-        self._d.keeper.create()
+        self._d.keeper.create(t.facts.checks)
 
     def adopt_targets(self, t: Transition) -> None:
         self._d.checks.set_targets(t.facts.targets)

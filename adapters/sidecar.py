@@ -18,7 +18,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from consul_leader.adapters.config import Config
+from consul_leader.adapters.config import PUBLISH_REGISTRATION, Config
 from consul_leader.adapters.consul.http import HttpConsul
 from consul_leader.adapters.consul.port import ConsulPort, SessionSpec
 from consul_leader.adapters.consul.transport import ConsulClient
@@ -103,16 +103,15 @@ class Sidecar:
         config, timings, post = self.config, self.timings, self.controller.post
         holder = LockHolder(host=socket.gethostname(), service=config.service_name,
                             alloc_id=config.alloc_id)
+        owner = instance_name(config) if config.publish == PUBLISH_REGISTRATION else None
         self.checks = HealthChecks(
             ChecksSettings(enabled=config.health_check, instance=instance_name(config),
                            service_name=config.service_name, kv_path=config.kv_path,
-                           ttl_text=config.ttl_text, timings=timings), port, post)
-        bound = self.checks.lease_check_id
+                           ttl_text=config.ttl_text, timings=timings, owner=owner), port, post)
         self.keeper = SessionKeeper(
             KeeperSettings(
                 session=SessionSpec(name=config.session_name, ttl=config.ttl_text,
-                                    lock_delay=config.lock_delay_text, node=config.node_name,
-                                    service_checks=(bound,) if bound else ()),
+                                    lock_delay=config.lock_delay_text, node=config.node_name),
                 kv_path=config.kv_path, holder=holder, timings=timings,
                 node_to_verify=config.node_name if config.health_check else None),
             port, post, on_renewed=self.metrics.session_renewed,
@@ -124,14 +123,17 @@ class Sidecar:
             PublisherSettings(service_ids=config.service_ids, alloc_id=config.alloc_id,
                               service_name=config.service_name,
                               primary_label=config.primary_label,
-                              replica_label=config.replica_label, timings=timings),
+                              replica_label=config.replica_label, timings=timings,
+                              owner=owner, published_name=config.published_name,
+                              role_check=config.health_check),
             port, post, on_write=self.metrics.tag_write, spawn_watch=self._watch_target)
         self.hooks = HookRunner(config.hook_timeout, on_result=self.metrics.hook_run)
         self.keeper.wake = self._worker("session-keeper", self.keeper.step).poke
         self.watcher.wake_confirm = self._worker("lock-confirm", self.watcher.confirm_step).poke
         self._worker("lock-watcher", self.watcher.watch_step)
         self.acquirer.wake = self._worker("acquirer", self.acquirer.step).poke
-        self.publisher.wake = self._worker("publisher", self.publisher.step).poke
+        self._publisher_worker = self._worker("publisher", self.publisher.step)
+        self.publisher.wake = self._publisher_worker.poke
         self.checks.wake = self._worker("check-passer", self.checks.step).poke
 
     def _worker(self, name: str, step: Step) -> Worker:
@@ -188,8 +190,10 @@ class Sidecar:
             log.error("could not clear the primary label before leaving")
         self.keeper.release_and_destroy(left(shares.session))
         self.checks.stop()
-        self.checks.deregister_all(left(shares.checks))
         self.publisher.stop()
+        self._publisher_worker.join(left(shares.checks))  # no write may follow the withdrawal
+        self.publisher.withdraw(left(shares.checks))
+        self.checks.deregister_all(left(shares.checks))
         for worker in self._workers:
             worker.stop()
         self.hooks.drain(left(shares.hooks))

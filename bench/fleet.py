@@ -80,7 +80,10 @@ class Fleet:
             ttl=self.timings.ttl_text,
             sleep=self.timings.sleep_text,
             lock_delay=self.timings.lock_delay_text,
-            extra_env={"CONSUL_LEADER_LOG_LEVEL": "warn"},
+            # The polling baseline labels the task's own registration, as the seed did.
+            extra_env={"CONSUL_LEADER_LOG_LEVEL": "warn",
+                       **({"CONSUL_LEADER_PUBLISH": "labels"} if self.kind is Kind.BASELINE
+                          else {})},
         )
 
     # -- membership -----------------------------------------------------------------------
@@ -119,7 +122,7 @@ class Fleet:
         primaries = view.passing_with(self._service_ids(), self.group.primary_label)
         if len(primaries) != 1:
             return None
-        return next((s for s in self.members if s.service_id == primaries[0]), None)
+        return next((s for s in self.members if s.published_id == primaries[0]), None)
 
     def steady(self, view: ConsulView | None = None) -> bool:
         """One passing primary holding the key; every other member labelled replica; every
@@ -131,7 +134,7 @@ class Fleet:
         holder = view.holder(self.group.kv_path)
         live = view.session_ids()
         for member in self.members:
-            service = view.service(member.service_id)
+            service = view.service(member.published_id)
             if service is None or service["Meta"].get("session") not in live:
                 return False
             tags = service["Tags"]
@@ -156,13 +159,13 @@ class Fleet:
         view = self.view()
         parts = []
         for member in self.members:
-            service = view.service(member.service_id) or {}
+            service = view.service(member.published_id) or {}
             parts.append(f"{member.name}@{member.node} tags={service.get('Tags')} "
-                         f"passing={view.passing(member.service_id)}")
+                         f"passing={view.passing(member.published_id)}")
         return f"holder={view.holder(self.group.kv_path)} " + "; ".join(parts)
 
     def _service_ids(self) -> list[str]:
-        return [s.service_id for s in self.members]
+        return [s.published_id for s in self.members]
 
 
 def wait_all_steady(fleets: list[Fleet], timeout: float, period: float = 0.2) -> float:

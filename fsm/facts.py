@@ -23,6 +23,7 @@ class Facts:
     targets: tuple[str, ...] = ()  # target service IDs (targets_found, target_gone)
     others: tuple[str, ...] = ()  # other instances seen as passing primaries
     check_id: str | None = None  # the check an event is about
+    checks: tuple[str, ...] = ()  # checks a new session is to bind to (lease_check_passed)
 
     def with_session(self, session: str | None) -> "Facts":
         """These facts, about `session` (when they name none themselves)."""

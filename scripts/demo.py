@@ -25,8 +25,11 @@ def table(group: Group) -> str:
             state = sidecar.status(timeout=0.5)["state"] if sidecar.running() else "(stopped)"
         except Exception:
             state = "(no answer)"
-        tags = ",".join(sidecar.agent_service()["Tags"])
-        mark = "<== primary" if sidecar.service_id in primaries else ""
+        try:
+            tags = ",".join(sidecar.published_service()["Tags"])
+        except Exception:
+            tags = "(withdrawn)"
+        mark = "<== primary" if sidecar.published_id in primaries else ""
         rows.append(f"  {sidecar.name:<8} {sidecar.node:<5} {state:<10} {tags:<22} {mark}")
     return "\n".join(rows)
 
@@ -50,7 +53,7 @@ def main() -> int:
             leader = group.wait_single_primary(timeout=10.0)
             wait_for(
                 lambda: all(
-                    s.agent_service()["Tags"][-1:] in (["primary"], ["replica"])
+                    s.published_service()["Tags"][-1:] in (["primary"], ["replica"])
                     for s in group.sidecars
                 ),
                 5.0,
@@ -66,9 +69,8 @@ def main() -> int:
                 f"{successor.name} on {successor.node} is primary {time.monotonic() - stopped:.2f}s"
                 f" later; {leader.name} exited with status {leader.wait(10)}."
             )
-            wait_for(
-                lambda: "primary" not in leader.agent_service()["Tags"], 5.0, "old labels cleared"
-            )
+            wait_for(lambda: leader.published_id not in group.passing_primaries(), 5.0,
+                     "the old primary withdrawn")
             say(table(group))
             if args.hold:
                 say("\nRunning; Ctrl-C to stop. Logs in " + str(workdir))

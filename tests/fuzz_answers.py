@@ -22,7 +22,8 @@ from consul_leader.adapters.consul.errors import ConsulUnavailable
 from consul_leader.adapters.consul.transport import Reply, endpoint_template, sort_answer
 
 SESSIONS = ("s-ours", "s-other", "", None)
-SERVICE_IDS = ("_nomad-task-a1-db-db-db", "_nomad-task-a2-db-db-db", "other")
+SERVICE_IDS = ("_nomad-task-a1-db-db-db", "_nomad-task-a2-db-db-db",
+               "consul-leader-a1-_nomad-task-a1-db-db-db", "other")
 ERROR_TEXTS = (
     "No cluster leader", "rpc error making call: No cluster leader",
     "Missing check 'consul-leader:lease:a1' registration", "Check 'x' is in critical state",

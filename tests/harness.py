@@ -172,7 +172,22 @@ class Sidecar:
         return self.log_path.read_text(errors="replace")
 
     def agent_service(self) -> dict[str, Any]:
-        reply = requests.get(f"{self.agent}/v1/agent/service/{self.service_id}", timeout=2)
+        """The task's own registration (what Nomad registered)."""
+        return self._service(self.service_id)
+
+    @property
+    def published_id(self) -> str:
+        """The instance that carries this sidecar's role: its own registration for the task's
+        service (the default), or the task's service itself in the seed-compatible mode."""
+        if self.env.get("CONSUL_LEADER_PUBLISH") == "labels":
+            return self.service_id
+        return f"consul-leader-{self.alloc_id}-{self.service_id}"
+
+    def published_service(self) -> dict[str, Any]:
+        return self._service(self.published_id)
+
+    def _service(self, service_id: str) -> dict[str, Any]:
+        reply = requests.get(f"{self.agent}/v1/agent/service/{service_id}", timeout=2)
         reply.raise_for_status()
         result: dict[str, Any] = reply.json()
         return result
@@ -274,7 +289,7 @@ class Group:
         primaries = self.passing_primaries()
         if len(primaries) != 1:
             return None
-        return next((s for s in self.sidecars if s.service_id == primaries[0]), None)
+        return next((s for s in self.sidecars if s.published_id == primaries[0]), None)
 
     def wait_single_primary(self, timeout: float, exclude: Sidecar | None = None) -> Sidecar:
         def found() -> Sidecar | None:

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from consul_leader.adapters.consul.port import (
     CheckNotUsable,
@@ -56,7 +56,7 @@ class FatalConfigError(Exception):
 class KeeperSettings:
     """The keeper's own configuration."""
 
-    session: SessionSpec
+    session: SessionSpec  # its service checks come with each `create`
     kv_path: str  # the lock key, released with the holder's value when a session is given up
     holder: LockHolder
     timings: Timings
@@ -97,6 +97,7 @@ class SessionKeeper:
         self._lease = Lease(ttl=self._timings.ttl)
         self._session: str | None = None
         self._want_session = False
+        self._spec = settings.session
         self._create_not_before = 0.0
         self._create_failures = 0
         self._renew_due = 0.0
@@ -109,10 +110,12 @@ class SessionKeeper:
 
     # -- what the machine (through the effects) and the status endpoint ask ----------------
 
-    def create(self) -> None:
-        """Create a session, unless there is one. Asked for in NoSession, once it is safe."""
+    def create(self, bound_checks: tuple[str, ...] = ()) -> None:
+        """Create a session bound to `bound_checks` (besides serfHealth), unless there is one.
+        Asked for in NoSession, once it is safe."""
         with self._lock:
             self._want_session = self._session is None
+            self._spec = replace(self._settings.session, service_checks=bound_checks)
         self.wake()
 
     def give_up(self, session: str | None) -> None:
@@ -193,8 +196,9 @@ class SessionKeeper:
             return
         sent_at = self._clock()
         try:
-            session = self._port.session_create(
-                self._settings.session, timeout=self._timings.request_timeout)
+            with self._lock:
+                spec = self._spec
+            session = self._port.session_create(spec, timeout=self._timings.request_timeout)
         except CheckNotUsable as exc:
             self._create_failed(want_again=False)
             log.warning("session create refused: its lease check is not usable",

@@ -7,9 +7,12 @@ Two kinds, both TTL checks, passed only when the machine says its state is confi
   expires, at TTL, not at Consul's 2 x TTL session timer. It lives on our own service because
   Nomad re-registers its services with replace-existing-checks, which would deregister a
   check of ours on them and so invalidate the session (consul-semantics §1.5, §7).
-* a **role check** on each target service, so `health/service/<name>?tag=<primary>&passing`
+* a **role check** on each instance the sidecar publishes (its own registration for each
+  target, `CONSUL_LEADER_PUBLISH=registration`), so `health/service/<name>?tag=<primary>&passing`
   drops an instance whose sidecar can no longer confirm its role (paused, wedged, cut off),
-  even while its primary label is still there.
+  even while its primary label is still there. The session binds to these too, so it ends
+  when the role can no longer be vouched for. In the seed-compatible mode there are none:
+  nothing of ours may be written into the target's own registration.
 
 Order matters. A role check must stop passing *before* the lease check does: otherwise a
 dead leader's session is invalidated (lease check expired), a follower takes over, and the
@@ -35,6 +38,11 @@ from functools import partial
 from consul_leader.adapters.consul.port import ConsulError, ConsulPort, log_level
 from consul_leader.adapters.controller import Post
 from consul_leader.adapters.durations import format_duration
+from consul_leader.adapters.publishing.labels import (
+    owned_service_id,
+    role_check_body,
+    role_check_id,
+)
 from consul_leader.fsm.facts import Facts
 from consul_leader.fsm.states import Event
 from consul_leader.fsm.timing import Timings
@@ -55,10 +63,6 @@ def lease_check_id(instance: str) -> str:
     return f"consul-leader:lease:{instance}"
 
 
-def role_check_id(target: str) -> str:
-    return f"consul-leader:role:{target}"
-
-
 @dataclass(frozen=True)
 class ChecksSettings:
     enabled: bool
@@ -67,6 +71,8 @@ class ChecksSettings:
     kv_path: str
     ttl_text: str
     timings: Timings
+    # Registration mode: who owns the instances the role checks live on; None: no role checks.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,11 +150,7 @@ class HealthChecks:
         """Clean shutdown: take our checks and our own service away (best effort)."""
         if not self.enabled:
             return
-        with self._lock:
-            targets = self._targets
-        for target in targets:
-            self._try(partial(self._port.check_deregister, role_check_id(target),
-                              timeout=timeout))
+        # The role checks go with the instances they live on (the publisher's to withdraw).
         self._try(partial(self._port.service_deregister, self.lease_service_id, timeout=timeout))
 
     # -- the worker's step ----------------------------------------------------------------
@@ -169,10 +171,9 @@ class HealthChecks:
     def _prepare(self) -> None:
         try:
             self._register_lease_service()
-            for target in self._current_targets():
-                self._register_role_check(target)
+            # The new session binds to all of them: each must pass first.
             self._pass_all(_Round(lease=True, roles=True, valid_until=None,
-                                  note="session being created"), lease_must_pass=True)
+                                  note="session being created"))
         except ConsulError as exc:
             with self._lock:
                 self._prepare_due = self._clock() + self._timings.backoff(self._prepare_failures)
@@ -182,33 +183,32 @@ class HealthChecks:
             return
         with self._lock:
             self._prepare_wanted, self._prepare_failures = False, 0
+        bound = (self._lease_check_id, *self._role_check_ids())
         self._post(Event.LEASE_CHECK_PASSED, "lease check registered and passed",
-                   Facts(check_id=self._lease_check_id))
+                   Facts(check_id=self._lease_check_id, checks=bound))
 
     def _pass_round(self, wanted: _Round) -> None:
         try:
-            self._pass_all(wanted, lease_must_pass=False)
+            self._pass_all(wanted)
         except ConsulError as exc:
             # The next renew asks for another round; the TTLs leave room for a miss.
             log.log(log_level(exc), "passing the health checks failed", extra={"error": str(exc)})
 
-    def _pass_all(self, wanted: _Round, *, lease_must_pass: bool) -> None:
+    def _pass_all(self, wanted: _Round) -> None:
         """All at once: against a slow agent, one pass after another would let the lease
         check lapse (the role checks' shorter TTL keeps their expiry first). The lease pass
         goes out even if a role pass fails: a missed role pass only makes that instance look
         unhealthy for a while, a missed lease pass would cost the session."""
         checks: list[tuple[str, str | None]] = []
-        if wanted.roles:
+        if wanted.roles and self._settings.owner is not None:
             checks += [(role_check_id(target), target) for target in self._current_targets()]
         if wanted.lease:
             checks.append((self._lease_check_id, None))
         futures = [self._executor.submit(self._pass, check_id, target, wanted)
                    for check_id, target in checks]
-        errors = [(check_id, exc) for (check_id, _), future in zip(checks, futures, strict=True)
-                  if isinstance(exc := future.exception(), Exception)]
-        for check_id, exc in errors:
-            if check_id == self._lease_check_id or not lease_must_pass:
-                raise exc
+        errors = [exc for future in futures if isinstance(exc := future.exception(), Exception)]
+        if errors:
+            raise errors[0]
 
     def _pass(self, check_id: str, target: str | None, wanted: _Round) -> None:
         if wanted.valid_until is not None and self._clock() >= wanted.valid_until:
@@ -246,15 +246,19 @@ class HealthChecks:
         self._port.service_register(body, timeout=self._timings.request_timeout)
 
     def _register_role_check(self, target: str) -> bool:
-        body = {
-            "ID": role_check_id(target),
-            "Name": "consul-leader role confirmed",
-            "ServiceID": target,
-            "Notes": "Critical when the consul-leader sidecar cannot confirm this instance's role.",
-            "TTL": self._role_ttl_text,
-            "Status": "critical",
-        }
+        """The role check on our instance for `target` (False: that instance is not there;
+        the publisher registers it with its checks)."""
+        owner = self._settings.owner
+        if owner is None:
+            return False
+        body = role_check_body(target, self._role_ttl_text,
+                               service_id=owned_service_id(owner, target))
         return self._port.check_register(body, timeout=self._timings.request_timeout)
+
+    def _role_check_ids(self) -> tuple[str, ...]:
+        if self._settings.owner is None:
+            return ()
+        return tuple(role_check_id(target) for target in self._current_targets())
 
     def _current_targets(self) -> tuple[str, ...]:
         with self._lock:

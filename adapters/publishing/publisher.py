@@ -36,11 +36,13 @@ from consul_leader.adapters.consul.port import (
     log_level,
 )
 from consul_leader.adapters.controller import Post
+from consul_leader.adapters.durations import format_duration
 from consul_leader.adapters.publishing.labels import (
-    SESSION_META_KEY,
+    Owned,
     Role,
     alloc_targets,
     labelled,
+    owned_service_id,
     registration_body,
 )
 from consul_leader.fsm.facts import Facts
@@ -61,6 +63,11 @@ class PublisherSettings:
     primary_label: str
     replica_label: str | None
     timings: Timings
+    # Registration mode: who owns the instances we register (the allocation); None is the
+    # seed-compatible mode, labels on the targets themselves.
+    owner: str | None = None
+    published_name: str | None = None  # the name of our instances (else the target's)
+    role_check: bool = True  # our instances carry the role TTL check (health checks on)
 
 
 class _Outcome(enum.Enum):
@@ -76,6 +83,7 @@ class _Request:
     session: str | None
     generation: int
     valid_until: float | None = None
+    fencing_token: int | None = None
     hold_until: float | None = None  # the bounded wait for another primary ends then
     override: bool = False  # label primary even over another passing primary
     reported: set[str] = field(default_factory=set)  # events posted for this request
@@ -121,10 +129,11 @@ class Publisher:
 
     # -- instructions ---------------------------------------------------------------------
 
-    def publish(self, role: Role, session: str | None, valid_until: float | None) -> None:
+    def publish(self, role: Role, session: str | None, valid_until: float | None,
+                fencing_token: int | None = None) -> None:
         with self._cond:
             self._request = _Request(role, session, self._request.generation + 1,
-                                     valid_until=valid_until)
+                                     valid_until=valid_until, fencing_token=fencing_token)
             self._dirty = True
         self.wake()
 
@@ -151,6 +160,18 @@ class Publisher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def withdraw(self, timeout: float) -> None:
+        """Clean shutdown: deregister the instances we own (best effort; a dead sidecar's are
+        reaped by Consul instead)."""
+        owner = self._settings.owner
+        if owner is None:
+            return
+        for target in self.targets():
+            try:
+                self._port.service_deregister(owned_service_id(owner, target), timeout=timeout)
+            except ConsulError as exc:
+                log.warning("could not deregister our instance", extra={"error": str(exc)})
 
     # -- what the composition root asks ---------------------------------------------------
 
@@ -262,47 +283,107 @@ class Publisher:
             with self._cond:
                 self._missing_since.setdefault(target, self._clock())
                 self._verified.discard(target)
+            if self._settings.owner is not None:
+                self._relabel_orphan(target, self._settings.owner, request)
             return _Outcome.ABSENT
         with self._cond:
             self._missing_since.pop(target, None)
             self._gone_reported.discard(target)
-        service = read.service
+        if self._settings.owner is None:
+            return self._label_target(read.service, request)
+        return self._publish_owned(read.service, self._settings.owner, request)
+
+    def _label_target(self, service: AgentService, request: _Request) -> _Outcome:
+        """Seed-compatible mode: the role label on the target itself; its Meta and checks are
+        left alone (Nomad owns them and puts its own back at every sync)."""
         settings = self._settings
         tags = labelled(service.tags, request.role, settings.primary_label, settings.replica_label)
-        meta = dict(service.meta)
-        if request.session:
-            meta[SESSION_META_KEY] = request.session
-        else:
-            meta.pop(SESSION_META_KEY, None)
-        if tags == list(service.tags) and meta == dict(service.meta) and self._verified_(target):
+        if tags == list(service.tags) and self._verified_(service.id):
             return _Outcome.DONE
-        blocked = self._primary_blocked(service, request)
+        adds_primary = settings.primary_label not in service.tags
+        blocked = self._primary_blocked(service.name, service.id, adds_primary, request)
         if blocked is not None:
             return blocked
-        self._port.service_register(registration_body(service.definition, tags, meta),
+        self._port.service_register(registration_body(service.definition, tags,
+                                                      dict(service.meta)),
+                                    timeout=self._timings.request_timeout)
+        return self._written(service.id, service.name, service.id, request, tags)
+
+    def _publish_owned(self, target: AgentService, owner: str, request: _Request) -> _Outcome:
+        """Registration mode: our own instance for the target, with the target's address, the
+        role label and the target's tags, our Meta, an alias check and the role TTL check."""
+        settings = self._settings
+        owned = self._owned(target, request)
+        ours_id = owned_service_id(owner, target.id)
+        ours = self._port.agent_service(ours_id, timeout=self._timings.request_timeout).service
+        if ours is None:
+            with self._cond:
+                self._verified.discard(target.id)
+        elif owned.shown_by(target, ours) and self._verified_(target.id):
+            return _Outcome.DONE
+        adds_primary = ours is None or settings.primary_label not in ours.tags
+        blocked = self._primary_blocked(owned.name, ours_id, adds_primary, request)
+        if blocked is not None:
+            return blocked
+        body = owned.registration(target)
+        self._port.service_register(body, timeout=self._timings.request_timeout)
+        return self._written(target.id, owned.name, ours_id, request, body["Tags"])
+
+    def _relabel_orphan(self, target: str, owner: str, request: _Request) -> None:
+        """The target is gone (for now): our instance is not offered (its alias check is
+        critical), but it must not keep a role we no longer hold, or it would be a stale
+        primary the moment the target comes back. Relabel it from its own definition (its
+        checks are kept)."""
+        if request.role is Role.PRIMARY:
+            return  # only ever to drop a role: the primary label goes on through its gates
+        ours = self._port.agent_service(owned_service_id(owner, target),
+                                        timeout=self._timings.request_timeout).service
+        if ours is None:
+            return
+        settings = self._settings
+        tags = labelled(ours.tags, request.role, settings.primary_label, settings.replica_label)
+        if tags == list(ours.tags):
+            return
+        meta = self._owned(ours, request).meta(AgentService(target, ours.name))
+        self._port.service_register(registration_body(ours.definition, tags, meta),
                                     timeout=self._timings.request_timeout)
         self._on_write("ok")
+
+    def _owned(self, target: AgentService, request: _Request) -> Owned:
+        settings = self._settings
+        assert settings.owner is not None
+        return Owned(owner=settings.owner, name=settings.published_name or target.name,
+                     role=request.role, labels=(settings.primary_label, settings.replica_label),
+                     session=request.session, alloc_id=settings.alloc_id,
+                     fencing_token=request.fencing_token,
+                     role_ttl=format_duration(self._timings.role_check_ttl)
+                     if settings.role_check else None)
+
+    def _written(self, target: str, name: str, listed_as: str, request: _Request,
+                 tags: list[str]) -> _Outcome:
+        """A write went through; the first one also checks that Consul's health answer for
+        `name` is complete (lists `listed_as`), else nobody could tell who else is primary."""
+        self._on_write("ok")
         if not self._verified_(target):
-            # We may write it; can we also see who else is primary (see _other_primaries)?
-            if self._health_hidden(service):
+            if self._health_hidden(name, listed_as):
                 return _Outcome.RETRY
             with self._cond:
                 self._verified.add(target)
-        log.info("labels written", extra={"service_id": target, "role": request.role.value,
-                                          "tags": ",".join(tags)})
+        log.info("role written", extra={"service_id": listed_as, "role": request.role.value,
+                                        "tags": ",".join(tags)})
         return _Outcome.DONE
 
-    def _primary_blocked(self, service: AgentService, request: _Request) -> _Outcome | None:
-        """Why the primary label may not go on `service` now, if it may not."""
+    def _primary_blocked(self, name: str, listed_as: str, adds_primary: bool,
+                         request: _Request) -> _Outcome | None:
+        """Why the primary label may not go on now, if it may not."""
         if request.role is not Role.PRIMARY:
             return None
         now = self._clock()
         if request.valid_until is None or now >= request.valid_until:
             return _Outcome.RETRY  # never advertise primary on a lease we cannot vouch for
-        adds_primary = self._settings.primary_label not in service.tags
         if not adds_primary or request.override:
             return None
-        others = self._other_primaries(service)
+        others = self._other_primaries(name, listed_as)
         if not others:
             return None
         facts = Facts(session=request.session, others=others)
@@ -314,30 +395,33 @@ class Publisher:
                               facts)
         return _Outcome.OTHER_PRIMARY
 
-    def _other_primaries(self, service: AgentService) -> tuple[str, ...]:
-        """Other instances Consul still lists as passing primaries.
+    def _other_primaries(self, name: str, listed_as: str) -> tuple[str, ...]:
+        """Other instances Consul still lists as passing primaries under `name`.
 
         Normally the old leader took its label off before letting the key go. But when the
         key changed hands behind its back (deleted, say, while it could not hear its agent),
         it still looks primary until its role check expires. Publishing now would list two
         primaries, so the machine waits (bounded) until Consul no longer lists it.
         """
-        health = self._port.health_service(service.name, timeout=self._timings.request_timeout)
-        listed = {entry.service_id for entry in health.entries}
-        if health.filtered or service.id not in listed:
-            self._log_hidden(service.name)
+        health = self._port.health_service(name, timeout=self._timings.request_timeout)
+        if health.filtered or listed_as not in {entry.service_id for entry in health.entries}:
+            self._log_hidden(name)
             return (UNKNOWN_OTHERS,)
-        mine = set(self.targets())
+        mine = set(self._our_ids())
         return tuple(sorted(entry.service_id for entry in health.entries
                             if entry.passing and entry.tagged(self._settings.primary_label)
                             and entry.service_id not in mine))
 
-    def _health_hidden(self, service: AgentService) -> bool:
+    def _our_ids(self) -> list[str]:
+        targets, owner = self.targets(), self._settings.owner
+        return targets + ([owned_service_id(owner, t) for t in targets] if owner else [])
+
+    def _health_hidden(self, name: str, listed_as: str) -> bool:
         """Does Consul's health answer leave instances out (ACLs)? Then nobody could tell
         whether another one is primary, so we may not compete."""
-        health = self._port.health_service(service.name, timeout=self._timings.request_timeout)
-        if health.filtered or service.id not in {e.service_id for e in health.entries}:
-            self._log_hidden(service.name)
+        health = self._port.health_service(name, timeout=self._timings.request_timeout)
+        if health.filtered or listed_as not in {e.service_id for e in health.entries}:
+            self._log_hidden(name)
             return True
         return False
 
@@ -394,8 +478,11 @@ class Publisher:
         self._discovery_due = self._clock() + interval
 
     def _adopted(self, new: list[str]) -> None:
+        owner = self._settings.owner
         for target in new:
             self._spawn_watch(target)
+            if owner is not None:
+                self._spawn_watch(owned_service_id(owner, target))  # someone may remove it
         with self._cond:
             self._dirty = True
             session = self._request.session
@@ -415,7 +502,8 @@ class Publisher:
     # -- a target's watch -----------------------------------------------------------------
 
     def watch_step(self, target: str) -> float | None:
-        """One blocking read of `target` on its content hash; a change wakes the applier."""
+        """One blocking read of `target` (or of our instance for it) on its content hash; a
+        change wakes the applier."""
         with self._cond:
             if self._stopping:
                 return None

@@ -40,7 +40,7 @@ def note_exits(results: Results, scenario: str, exits: list[str]) -> None:
 
 def other_than(instance: Sidecar) -> Callable[[frozenset[str]], bool]:
     """Condition: a passing primary other than `instance` is listed."""
-    return lambda primaries: any(sid != instance.service_id for sid in primaries)
+    return lambda primaries: any(sid != instance.published_id for sid in primaries)
 
 
 def takeover_timeout(kind: Kind, timings: Timings) -> float:

@@ -149,7 +149,7 @@ def _watch_step_down(fleet: Fleet, leader: Sidecar, give_up_at: float) -> StepDo
 def _agent_tags(instance: Sidecar) -> list[str] | None:
     """Tags in the instance's own agent view; None when the agent does not answer."""
     try:
-        return list(instance.agent_service()["Tags"])
+        return list(instance.published_service()["Tags"])
     except (requests.RequestException, ValueError, KeyError):
         return None
 

@@ -35,13 +35,15 @@ session_prefix "" {
   policy = "write"
 }
 
-# The target services (the Nomad-registered postgres instances):
+# The target services (the Nomad-registered postgres instances) and the instances the sidecar
+# registers for them under the same name (ID consul-leader-<alloc>-<target id>):
 #   GET /v1/agent/services (discovery; entries the token cannot read are silently dropped),
-#   GET /v1/agent/service/<id> (blocking on ?hash= to notice Nomad re-registering it),
-#   PUT /v1/agent/service/register (re-register with the primary/replica tag),
-#   PUT /v1/agent/check/register, /v1/agent/check/pass/<id>, /v1/agent/check/deregister/<id>
-#     (the TTL check consul-leader:role:<service id> that keeps a stale primary out of
-#     `?passing` answers; check writes need write on the check's service).
+#   GET /v1/agent/service/<id> (blocking on ?hash= to notice Nomad re-registering a target),
+#   PUT /v1/agent/service/register and /deregister/<id> (our instance, with its alias check
+#     and its TTL check consul-leader:role:<target id>),
+#   PUT /v1/agent/check/register, /v1/agent/check/pass/<id> (that TTL check, which keeps a
+#     stale primary out of `?passing` answers; check writes need write on the check's service).
+# With CONSUL_LEADER_PUBLISHED_NAME, grant write on that name too.
 service "postgres" {
   policy = "write"
 }

@@ -128,7 +128,7 @@ class ChaosCluster:
             sidecar.start()
         self.timeline = Timeline(
             lanes=[s.name for s in self.sidecars],
-            owners={s.service_id: s.name for s in self.sidecars},
+            owners={s.published_id: s.name for s in self.sidecars},
             lane_labels={s.name: f"{s.name} on node {s.node}" for s in self.sidecars},
         )
         self.observer = Observer(
@@ -222,7 +222,8 @@ class ChaosCluster:
         return next(s for s in self.sidecars if s.name == name)
 
     def sidecar_of_service(self, service_id: str) -> Sidecar | None:
-        return next((s for s in self.sidecars if s.service_id == service_id), None)
+        """The sidecar whose published instance is `service_id`."""
+        return next((s for s in self.sidecars if s.published_id == service_id), None)
 
     # -- ACL tokens --------------------------------------------------------------------------
 
@@ -299,7 +300,7 @@ class ChaosCluster:
         leader = leaders[0]
         if not_term is not None and (leader.name, states[leader.name]["since"]) == not_term:
             return None
-        return leader if self.passing_primaries() == [leader.service_id] else None
+        return leader if self.passing_primaries() == [leader.published_id] else None
 
     def wait_settled(self, timeout: float,
                      not_term: tuple[str, float] | None = None) -> Sidecar:

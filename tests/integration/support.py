@@ -330,7 +330,7 @@ class AclCluster:
         primaries = self.view().passing_primaries(group.service, group.primary_label)
         if len(primaries) != 1:
             return None
-        return next((s for s in group.sidecars if s.service_id == primaries[0]), None)
+        return next((s for s in group.sidecars if s.published_id == primaries[0]), None)
 
 
 @contextlib.contextmanager

@@ -94,8 +94,8 @@ def test_shipped_policy_elects_and_hands_over(acl_cluster: AclCluster) -> None:
             assert view.holder(group.kv_path) == old.status()["session"]
             follower = next(s for s in group.sidecars if s is not old)
             wait_for(lambda: acl_cluster.view().tagged(POLICY_SERVICE, "replica")
-                     == [follower.service_id], 2.0, "the replica label on the follower")
-            assert health_query(acl_cluster, lookup) == [old.service_id]
+                     == [follower.published_id], 2.0, "the replica label on the follower")
+            assert health_query(acl_cluster, lookup) == [old.published_id]
             probe.expect(old, "Leader")
             probe.expect(follower, "Follower")
 
@@ -202,7 +202,7 @@ def test_each_lookup_rule_is_needed(acl_cluster: AclCluster) -> None:
             wait_for(lambda: acl_cluster.primary(group) is sidecar, 5.0, "a passing primary")
             probe.expect(sidecar, "Leader")
             full = acl_cluster.token("lookup", LOOKUP_RULES)
-            assert health_query(acl_cluster, full) == [sidecar.service_id]
+            assert health_query(acl_cluster, full) == [sidecar.published_id]
             for missing in LOOKUP_RULES:
                 partial = acl_cluster.token("lookup-partial", without(LOOKUP_RULES, missing))
                 assert health_query(acl_cluster, partial) == [], (

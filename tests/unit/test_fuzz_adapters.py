@@ -23,7 +23,7 @@ from consul_leader.adapters.election.key import LockHolder
 from consul_leader.adapters.election.session import KeeperSettings, SessionKeeper
 from consul_leader.adapters.election.watcher import LockWatcher, WatcherSettings
 from consul_leader.adapters.publishing.checks import ChecksSettings, HealthChecks
-from consul_leader.adapters.publishing.labels import Role
+from consul_leader.adapters.publishing.labels import Role, owned_service_id
 from consul_leader.adapters.publishing.publisher import Publisher, PublisherSettings
 from consul_leader.fsm import Event, LeaderMachine, State, Transition
 from consul_leader.fsm.observation import KeyObservation
@@ -32,7 +32,9 @@ from tests.fuzz_answers import Answered, FuzzedConsul, busiest_second
 
 ANSWERS = 10_000
 # What a correct adapter may send in one second: a blocking loop answered at once is rate
-# limited to 1 / min_watch_interval; instructions come at most every 10 ms of fake time.
+# limited to 1 / min_watch_interval; the machine's instructions (at most every
+# INSTRUCTION_GAP of fake time here) each cost a few requests.
+INSTRUCTION_GAP = 0.25
 HOT_LOOP = 1 / TIMINGS.min_watch_interval + 40
 SPINS = 1_000  # steps in a row that want to run again at once without sending anything
 SEED = int(os.environ.get("FUZZ_SEED", random.randrange(2**32)))
@@ -51,7 +53,7 @@ def drive(transport: FuzzedConsul, clock: FakeClock, rng: random.Random,
           steps: list[Callable[[], float | None]], instruct: Callable[[], None],
           after_step: Callable[[], None] = lambda: None) -> None:
     """Run the steps as their workers would, until the answers are used up."""
-    spins = 0
+    spins, instructed = 0, float("-inf")
     sent_by: list[list[float]] = [[] for _ in steps]  # request times, per step (worker)
     while transport.answers < ANSWERS:
         before = transport.answers
@@ -69,8 +71,9 @@ def drive(transport: FuzzedConsul, clock: FakeClock, rng: random.Random,
             spins = 0
         upcoming = min(pending, default=clock.now + rng.uniform(0.01, 0.5))
         clock.now = max(clock.now + 0.01 * (transport.answers == before), upcoming)
-        if rng.random() < 0.2:
+        if rng.random() < 0.2 and clock.now >= instructed + INSTRUCTION_GAP:
             instruct()
+            instructed = clock.now
     busiest = max(busiest_second(times) for times in sent_by)
     assert busiest <= HOT_LOOP, f"seed {SEED}: {busiest} requests in one fake second"
 
@@ -177,7 +180,7 @@ def test_fuzz_publisher() -> None:
     posts = Posts()
     settings = PublisherSettings(service_ids=(), alloc_id="a1", service_name="db",
                                  primary_label="primary", replica_label="replica",
-                                 timings=TIMINGS)
+                                 timings=TIMINGS, owner="a1")
     watched: list[str] = []
     publisher = Publisher(settings, port, posts, clock=clock, spawn_watch=watched.append)
     asked = {"role": Role.REPLICA, "valid_until": 0.0}
@@ -207,7 +210,8 @@ def test_fuzz_publisher() -> None:
                 assert clock.now < asked["valid_until"], f"seed {SEED}: primary past the lease"
         checked_up_to = transport.answers
 
-    steps = [publisher.step, *[lambda t=t: publisher.watch_step(t) for t in SERVICE_TARGETS]]
+    steps = [publisher.step, *[lambda t=t: publisher.watch_step(t) for t in SERVICE_TARGETS],
+             lambda: publisher.watch_step(owned_service_id("a1", TARGET))]
     drive(transport, clock, rng, steps, instruct, primary_only_as_asked)
 
 
@@ -218,7 +222,7 @@ def test_fuzz_health_checks() -> None:
     transport, port, clock, rng = fuzzed(5)
     posts = Posts()
     settings = ChecksSettings(enabled=True, instance="a1", service_name="db", kv_path=KEY,
-                              ttl_text="3s", timings=TIMINGS)
+                              ttl_text="3s", timings=TIMINGS, owner="a1")
     checks = HealthChecks(settings, port, posts, clock=clock, executor=InlineExecutor())
     checks.set_targets([TARGET, "_nomad-task-a1-db-db-other"])
 
@@ -243,9 +247,9 @@ def test_fuzz_the_whole_sidecar_never_leads_without_a_confirmed_lock() -> None:
     watcher = LockWatcher(WatcherSettings(KEY, TIMINGS), port, post, clock=clock)
     acquirer = Acquirer(AcquirerSettings(KEY, HOLDER, TIMINGS), port, post, clock=clock)
     publisher = Publisher(PublisherSettings((TARGET,), "a1", "db", "primary", "replica",
-                                            TIMINGS), port, post, clock=clock)
-    checks = HealthChecks(ChecksSettings(True, "a1", "db", KEY, "3s", TIMINGS), port, post,
-                          clock=clock, executor=InlineExecutor())
+                                            TIMINGS, owner="a1"), port, post, clock=clock)
+    checks = HealthChecks(ChecksSettings(True, "a1", "db", KEY, "3s", TIMINGS, owner="a1"),
+                          port, post, clock=clock, executor=InlineExecutor())
     leaderships: list[Transition] = []
 
     class Checked(RoleEffects):

@@ -79,6 +79,7 @@ def test_a_leader_writes_its_file_and_runs_its_hook_at_once_and_publishes_primar
     h.enter_leader(t(CA, LE, Event.LOCK_ACQUIRED, session="s1", fencing_token=42))
     assert calls(log) == [("metrics", "fencing_token"), ("acquirer", "stand_down"),
                           ("publisher", "publish"), ("leader_file", "write"), ("hooks", "submit")]
+    assert args_of(log, "publisher", "publish") == [((Role.PRIMARY, "s1", None, 42), {})]
     (content,), _ = args_of(log, "leader_file", "write")[0]
     assert content["fencing_token"] == 42 and content["session"] == "s1"
     (name, command, env), _ = args_of(log, "hooks", "submit")[0]
@@ -136,8 +137,9 @@ def test_competing_starts_with_the_lease_check_when_there_is_one(
     h, log, _ = hub(checks_enabled=enabled)
     h.prepare_session(t(NS, NS, Event.REPLICA_PUBLISHED))
     assert calls(log) == [expected]
-    h.create_session(t(NS, NS, Event.LEASE_CHECK_PASSED))
+    h.create_session(t(NS, NS, Event.LEASE_CHECK_PASSED, checks=("lease", "role")))
     assert calls(log)[-1] == ("keeper", "create")
+    assert args_of(log, "keeper", "create")[-1] == ((("lease", "role"),), {})
 
 
 def test_a_bound_check_missing_is_prepared_again() -> None:

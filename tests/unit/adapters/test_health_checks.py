@@ -8,8 +8,8 @@ from consul_leader.adapters.publishing.checks import (
     HealthChecks,
     lease_check_id,
     lease_service_id,
-    role_check_id,
 )
+from consul_leader.adapters.publishing.labels import owned_service_id, role_check_id
 from consul_leader.fsm.states import Event
 from tests.adapter_testing import (
     KEY,
@@ -24,11 +24,12 @@ TARGET = "_nomad-task-a1-db-db-db"
 LEASE, ROLE = lease_check_id("a1"), role_check_id(TARGET)
 
 
-def checks(enabled: bool = True) -> tuple[HealthChecks, StrictPort, Posts, FakeClock]:
+def checks(enabled: bool = True, owner: str | None = "a1") -> tuple[HealthChecks, StrictPort,
+                                                                      Posts, FakeClock]:
     clock = FakeClock()
     port, posts = StrictPort(clock), Posts()
     settings = ChecksSettings(enabled=enabled, instance="a1", service_name="db", kv_path=KEY,
-                              ttl_text="3s", timings=TIMINGS)
+                              ttl_text="3s", timings=TIMINGS, owner=owner)
     c = HealthChecks(settings, port, posts, clock=clock, executor=InlineExecutor())
     c.set_targets([TARGET])
     return c, port, posts, clock
@@ -47,8 +48,8 @@ def lease_service(call) -> bool:  # type: ignore[no-untyped-def]
 
 def role_check(call) -> bool:  # type: ignore[no-untyped-def]
     body = call.args[0]
-    return (body["ID"] == ROLE and body["ServiceID"] == TARGET and body["Status"] == "critical"
-            and body["TTL"] == "2.75s")
+    return (body["ID"] == ROLE and body["ServiceID"] == owned_service_id("a1", TARGET)
+            and body["Status"] == "critical" and body["TTL"] == "2.75s")
 
 
 def test_disabled_checks_do_nothing() -> None:
@@ -59,10 +60,9 @@ def test_disabled_checks_do_nothing() -> None:
     assert c.step() is None and port.calls == [] and posts.items == []
 
 
-def test_preparing_registers_the_lease_check_again_and_passes_every_check() -> None:
+def test_preparing_registers_the_lease_check_again_and_passes_every_check_to_bind() -> None:
     c, port, posts, _ = checks()
     port.expect("service_register", None, check=lease_service)
-    port.expect("check_register", True, check=role_check)
     port.expect("check_pass", True, check=passes(ROLE))
     port.expect("check_pass", True, check=passes(LEASE))
     c.prepare_lease_check()
@@ -71,22 +71,36 @@ def test_preparing_registers_the_lease_check_again_and_passes_every_check() -> N
 
     assert posts.events() == [Event.LEASE_CHECK_PASSED]
     assert posts.last().facts.check_id == LEASE
+    assert posts.last().facts.checks == (LEASE, ROLE)  # the session binds to all of them
     port.assert_done()
 
 
-def test_preparing_retries_until_the_lease_check_passes_but_not_for_a_role_check() -> None:
+def test_preparing_retries_until_every_check_to_bind_passes() -> None:
     c, port, posts, clock = checks()
-    port.always("service_register", None).always("check_register", True)
+    port.always("service_register", None)
     port.expect("check_pass", ConsulUnavailable("timeout"), check=passes(ROLE))
-    port.expect("check_pass", ConsulUnavailable("timeout"), check=passes(LEASE))
+    port.expect("check_pass", True, check=passes(LEASE))
     c.prepare_lease_check()
     due = c.step()
     assert posts.items == [] and due is not None and due > clock.now
     clock.now = due
-    port.expect("check_pass", ConsulUnavailable("timeout"), check=passes(ROLE))
+    port.expect("check_pass", True, check=passes(ROLE))
     port.expect("check_pass", True, check=passes(LEASE))
     assert c.step() is None
     assert posts.events() == [Event.LEASE_CHECK_PASSED]
+    port.assert_done()
+
+
+def test_the_seed_compatible_mode_has_no_role_checks_at_all() -> None:
+    c, port, posts, clock = checks(owner=None)
+    port.expect("service_register", None, check=lease_service)
+    port.expect("check_pass", True, check=passes(LEASE))
+    c.prepare_lease_check()
+    c.step()
+    assert posts.last().facts.checks == (LEASE,)
+    port.expect("check_pass", True, check=passes(LEASE))
+    c.pass_round(lease=True, roles=True, valid_until=clock.now + 1)
+    c.step()
     port.assert_done()
 
 
@@ -144,10 +158,10 @@ def test_a_failed_round_is_only_logged() -> None:
     assert c.step() is None and posts.items == []
 
 
-def test_shutdown_deregisters_the_role_checks_and_the_lease_service() -> None:
+def test_shutdown_deregisters_the_lease_service() -> None:
     c, port, _, _ = checks()
-    port.expect("check_deregister", True, check=passes(ROLE))
-    port.expect("service_deregister", ConsulUnavailable("gone"))
+    port.expect("service_deregister", ConsulUnavailable("gone"),
+                check=lambda call: call.args[0] == lease_service_id("a1"))
     c.stop()
     c.deregister_all(timeout=1.0)
     assert c.step() is None

@@ -18,7 +18,8 @@ from consul_leader.fsm.states import Event
 from tests.adapter_testing import KEY, TIMINGS, FakeClock, Posts, StrictPort
 
 HOLDER = LockHolder(host="h1", service="db", alloc_id="a1")
-SPEC = SessionSpec(name="db", ttl="3s", lock_delay="0s", service_checks=("lease",))
+SPEC = SessionSpec(name="db", ttl="3s", lock_delay="0s")
+BOUND = ("lease", "role")
 
 
 def keeper(node_to_verify: str | None = None) -> tuple[SessionKeeper, StrictPort, Posts,
@@ -45,10 +46,12 @@ def test_nothing_happens_until_the_machine_asks_for_a_session() -> None:
     assert port.calls == [] and posts.items == []
 
 
-def test_a_created_session_starts_a_lease_of_one_ttl_from_the_send_time() -> None:
+def test_a_created_session_binds_its_checks_and_starts_a_lease_from_the_send_time() -> None:
     k, port, posts, clock = keeper()
-    port.expect("session_create", "s1", check=lambda call: call.args[0] == SPEC, takes=0.2)
-    k.create()
+    bound_spec = SessionSpec(name="db", ttl="3s", lock_delay="0s", service_checks=BOUND)
+    port.expect("session_create", "s1", check=lambda call: call.args[0] == bound_spec,
+                takes=0.2)
+    k.create(BOUND)
     sent_at = clock.now
 
     due = k.step()
