@@ -2,8 +2,9 @@
 
 Runs every scenario for consul-leader and for the shell loop baseline, prints one table with
 the ratios and the budgets, and writes everything (raw samples included) as JSON. Progress
-goes to stderr, the table to stdout. Exit status 0 once the table is printed (1 with
-`--strict` when a budget was missed), 2 on bad arguments.
+goes to stderr, the table to stdout. A scenario that fails is noted (DID NOT FINISH) and the
+others still run. Exit status 0 once the table is printed (1 with `--strict` when a budget
+was missed or a scenario did not finish), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -98,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     say(f"consul-leader benchmarks ({timings.describe()}); work folder {workdir}")
     durations: dict[str, float] = {}
+    failed: list[str] = []
     try:
         for name in args.only or list(SCENARIOS):
             began = time.monotonic()
             say(f"{name} ...")
-            SCENARIOS[name](env, results)
+            try:
+                SCENARIOS[name](env, results)
+            except Exception as exc:  # the other scenarios' figures still count
+                failed.append(name)
+                results.notes.append(f"{name}: DID NOT FINISH: {type(exc).__name__}: {exc}")
+                say(f"{name} did not finish: {type(exc).__name__}: {str(exc)[:300]}")
             durations[name] = time.monotonic() - began
             say(f"{name} done in {durations[name]:.0f}s")
     finally:
@@ -120,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  * {line}")
     _write_json(args.json, results, timings, plan, verdicts, text, elapsed, durations, load)
     missed = [v for v in verdicts if not v["met"]]
-    say(f"JSON written to {args.json}; {len(missed)} budget(s) missed")
-    return 1 if args.strict and missed else 0
+    say(f"JSON written to {args.json}; {len(missed)} budget(s) missed"
+        + (f"; scenario(s) that did not finish: {', '.join(failed)}" if failed else ""))
+    return 1 if args.strict and (missed or failed) else 0
 
 
 def _write_json(path: Path, results: Results, timings: Timings, plan: Plan,

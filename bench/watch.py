@@ -82,6 +82,18 @@ class HealthWatch:
                 spans.append((seen.at, following))
         return spans
 
+    def seconds_without_primary(self, since: float, until: float) -> float:
+        """How long within [since, until] the health view listed no passing primary, from
+        the answer in force at `since` on."""
+        timeline = self.timeline
+        total = 0.0
+        for position, seen in enumerate(timeline):
+            following = timeline[position + 1].at if position + 1 < len(timeline) else until
+            start, end = max(seen.at, since), min(following, until)
+            if end > start and not seen.primaries:
+                total += end - start
+        return total
+
     def _run(self) -> None:
         index = "0"
         while not self._stopping.is_set():

@@ -1,37 +1,64 @@
-"""`make demo`: three sidecars on three stand-in nodes elect a primary; then the primary stops.
+"""`make demo`: three allocations of a Nomad job, each with a sidecar, elect a primary on three
+stand-in nodes; then Nomad stops the primary's allocation.
 
-Everything is real: a Consul stand-in on loopback, three `consul-leader` processes beside
-three services registered the way Nomad registers them, and a real SIGTERM.
+Everything is real but Nomad, which is the project's model of it (tests/nomad_double): a
+Consul stand-in on loopback, and on each node a modelled Nomad client that runs an allocation
+of the job `db` (a prestart sidecar task `python -m consul_leader` beside the main task `db`,
+whose service Nomad registers and syncs every 2 s), in Nomad's order: the sidecar starts
+first, and a stop kills the main task (deregistering its service) before the sidecar gets
+SIGTERM. The table shows each allocation's service as Nomad holds it and as Consul lists it.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from tests.consul_double import ConsulDouble
-from tests.harness import Group, running_group, wait_for
+from tests.harness import ConsulView, NomadGroup, Sidecar, running_group, wait_for
+
+TTL, SLEEP = "3s", "1"
 
 
-def table(group: Group) -> str:
-    rows = [f"  {'sidecar':<8} {'node':<5} {'state':<10} {'tags':<22} passing primary"]
-    primaries = set(group.passing_primaries())
+def table(group: NomadGroup) -> str:
+    """One row per allocation: its sidecar's state, Nomad's copy of its service, what Consul
+    holds for it, and whether `health/service/db?tag=primary&passing` lists it."""
+    primaries = group.passing_primary_services()
+    view = ConsulView.of(group.consul)
+    rows = [f"  {'alloc':<9} {'node':<4} {'sidecar':<10} {'Nomad copy':<12} "
+            f"{'Consul tags':<14} {'checks':<12} listed as primary"]
     for sidecar in group.sidecars:
-        try:
-            state = sidecar.status(timeout=0.5)["state"] if sidecar.running() else "(stopped)"
-        except Exception:
-            state = "(no answer)"
-        try:
-            tags = ",".join(sidecar.published_service()["Tags"])
-        except Exception:
-            tags = "(withdrawn)"
-        mark = "<== primary" if sidecar.published_id in primaries else ""
-        rows.append(f"  {sidecar.name:<8} {sidecar.node:<5} {state:<10} {tags:<22} {mark}")
+        consul = view.owned(group.service, sidecar.owns)
+        checks = [status for service_id in consul for _, status in view.checks_of(service_id)]
+        tags = ",".join(sorted({t for service in consul.values() for t in service["Tags"]}))
+        passing = f"{checks.count('passing')}/{len(checks)} passing" if checks else "-"
+        mark = "<== primary" if any(sidecar.owns(s) for s in primaries) else ""
+        rows.append(f"  {sidecar.alloc_id[:8]:<9} {sidecar.node:<4} {state(sidecar):<10} "
+                    f"{nomad_tags(group, sidecar):<12} {tags or '(none)':<14} {passing:<12} "
+                    f"{mark}")
     return "\n".join(rows)
+
+
+def state(sidecar: Sidecar) -> str:
+    if not sidecar.running():
+        return "(stopped)"
+    try:
+        return str(sidecar.status(timeout=0.5)["state"])
+    except Exception:
+        return "(no answer)"
+
+
+def nomad_tags(group: NomadGroup, sidecar: Sidecar) -> str:
+    stored = group.nomad.client(sidecar.node).service_client.stored_service(sidecar.service_id)
+    return ",".join(sorted(stored["Tags"])) if stored is not None else "(removed)"
+
+
+def labelled(group: NomadGroup) -> bool:
+    return all(s.labels() & {"primary", "replica"} for s in group.sidecars)
 
 
 def say(text: str) -> None:
@@ -47,41 +74,47 @@ def main() -> int:
         nodes=("n1", "n2", "n3"), session_ttl_min=1.0, rpc_hold_timeout=0.5
     ) as consul:
         say(f"Consul stand-in: agents {', '.join(consul.node_addr(n) for n in consul.node_names)}")
-        say("Starting three sidecars (TTL 3s, SLEEP 1, primary label 'primary', replica 'replica')")
-        with running_group(consul, workdir, ttl="3s", sleep="1") as group:
+        say(f"Nomad (model): job db, 3 allocations, a sidecar in each (TTL {TTL}, SLEEP {SLEEP},"
+            " labels 'primary' and 'replica'); Nomad syncs its services every 2 s")
+        with running_group(consul, workdir, ttl=TTL, sleep=SLEEP) as group:
+            assert isinstance(group, NomadGroup)
             started = time.monotonic()
             leader = group.wait_single_primary(timeout=10.0)
-            wait_for(
-                lambda: all(
-                    s.published_service()["Tags"][-1:] in (["primary"], ["replica"])
-                    for s in group.sidecars
-                ),
-                5.0,
-                "labels on every service",
-            )
-            say(f"\nElected {leader.name} on {leader.node} in {time.monotonic() - started:.2f}s:")
+            elected = time.monotonic() - started
+            wait_for(lambda: labelled(group), 5.0, "labels on every allocation's service")
+            say(f"\nElected: the sidecar of allocation {leader.alloc_id[:8]} on {leader.node}, "
+                f"{elected:.2f}s after the job started:")
             say(table(group))
-            say(f"\nSIGTERM to the primary ({leader.name}, pid {leader.pid}) ...")
-            stopped = time.monotonic()
-            leader.send(signal.SIGTERM)
-            successor = group.wait_single_primary(timeout=10.0, exclude=leader)
-            say(
-                f"{successor.name} on {successor.node} is primary {time.monotonic() - stopped:.2f}s"
-                f" later; {leader.name} exited with status {leader.wait(10)}."
-            )
-            wait_for(lambda: leader.published_id not in group.passing_primaries(), 5.0,
-                     "the old primary withdrawn")
+            stop_primary(group, leader)
             say(table(group))
             if args.hold:
-                say("\nRunning; Ctrl-C to stop. Logs in " + str(workdir))
-                try:
-                    while True:
-                        time.sleep(3)
-                        say(table(group) + "\n")
-                except KeyboardInterrupt:
-                    pass
-        say(f"\nAll sidecars stopped. Their logs: {workdir}")
+                hold(group, workdir)
+        say(f"\nAll allocations stopped. Task logs: {workdir}/nomad/<node>/alloc/<id>/alloc/logs")
     return 0
+
+
+def stop_primary(group: NomadGroup, leader: Sidecar) -> None:
+    """Nomad stops the primary's allocation; report when another allocation is primary."""
+    say(f"\nnomad alloc stop {leader.alloc_id[:8]}: the main task first (its service "
+        "deregistered), then SIGTERM to the sidecar ...")
+    stopping = threading.Thread(target=group.stop, args=(leader,), daemon=True)
+    stopped = time.monotonic()
+    stopping.start()
+    successor = group.wait_single_primary(timeout=10.0, exclude=leader)
+    took = time.monotonic() - stopped
+    stopping.join(30.0)
+    say(f"Allocation {successor.alloc_id[:8]} on {successor.node} is primary {took:.2f}s later; "
+        f"the old sidecar exited with status {leader.wait(10)}.")
+
+
+def hold(group: NomadGroup, workdir: Path) -> None:
+    say(f"\nRunning; Ctrl-C to stop. Task logs under {workdir}")
+    try:
+        while True:
+            time.sleep(3)  # the refresh period of the table
+            say(table(group) + "\n")
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

@@ -3,15 +3,29 @@
 Shared by the end-to-end tests, the chaos suite, the benchmarks and the demo. Nothing here
 mocks anything: sidecars are `python -m consul_leader` processes talking HTTP to the stand-in's
 agents, and they get real signals.
+
+Two ways to run a group of sidecars, with the same questions asked of both:
+
+* `NomadGroup` (the default of `running_group`): each sidecar is the prestart sidecar task of
+  an allocation of `leader_job` on the Nomad model's clients (tests/nomad_double), beside the
+  main task whose service Nomad registers and keeps syncing (periodic sync every 2 x SLEEP by
+  default, Nomad's 30 s scaled as the test's TTL is). Restarting a sidecar is Nomad restarting
+  its task after the restart delay; stopping is Nomad's order (main task, then the sidecar
+  with kill_timeout), and the workload-identity token is revoked when ACLs are on.
+* `Group` (`running_group(..., nomad=False)`): Consul alone. The service is registered once the
+  way Nomad registers it (`register_like_nomad`) and nothing syncs it again; the sidecar is a
+  plain child process. For tests about Consul alone.
+
+A sidecar's instances in Consul are found by its allocation ID (any service of the group's
+name whose ID or Meta names the allocation), never by one exact service ID, so the harness
+keeps working whichever registration carries the role.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +37,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+
+from tests.nomad_double import (
+    AclSettings,
+    Allocation,
+    Job,
+    NomadDouble,
+    RestartPolicy,
+    SyncRecord,
+    SyncSettings,
+    leader_job,
+)
+from tests.nomad_double.jobs import SIDECAR_TASK
+from tests.nomad_double.process import TaskProcess
+from tests.ports import free_port as free_port  # re-exported: tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -42,31 +70,6 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
                 f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})"
             )
         time.sleep(interval)
-
-
-_LISTEN_PORTS = range(20000, 32000)  # below Linux's ephemeral range (32768-60999)
-_handed_out: set[int] = set()
-_port_lock = threading.Lock()
-
-
-def free_port() -> int:
-    """A port for a process to listen on later. Port 0 would come from the ephemeral range,
-    where any outgoing connection may take it before the process binds it; so pick one
-    below it, check it is free now, and never hand it out twice in this process."""
-    with _port_lock:
-        start = random.randrange(len(_LISTEN_PORTS))
-        for offset in range(len(_LISTEN_PORTS)):
-            port = _LISTEN_PORTS[(start + offset) % len(_LISTEN_PORTS)]
-            if port in _handed_out:
-                continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free listening port left")
 
 
 def nomad_service_id(alloc_id: str, task: str, service: str, port_label: str = "db") -> str:
@@ -171,26 +174,68 @@ class Sidecar:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def exit_codes(self) -> list[int]:
+        """The exit status of each of its runs that has ended."""
+        code = self.process.poll() if self.process is not None else None
+        return [] if code is None else [code]
+
+    def ended_on_its_own(self) -> list[int]:
+        """Exit statuses of runs that ended though nothing stopped them (no signal from us,
+        and exits not declared expected)."""
+        return [] if self.stopped_by is not None else self.exit_codes()
+
+    def resume(self) -> None:
+        """SIGCONT, in case a test paused it (a stop must not wait on a paused process)."""
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            if self.running():
+                os.kill(self.pid, signal.SIGCONT)
+
+    @property
+    def service_name(self) -> str:
+        return self.env.get("CONSUL_LEADER_SERVICE_NAME", "db")
+
     def agent_service(self) -> dict[str, Any]:
-        """The task's own registration (what Nomad registered)."""
-        return self._service(self.service_id)
+        """The task's service as Nomad registered it (`service_id`), on the sidecar's agent."""
+        reply = requests.get(f"{self.agent}/v1/agent/service/{self.service_id}", timeout=2)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
 
     @property
     def published_id(self) -> str:
         """The instance that carries this sidecar's role: its own registration for the task's
         service (the default), or the task's service itself in the seed-compatible mode."""
-        if self.env.get("CONSUL_LEADER_PUBLISH") == "labels":
+        if self.env.get("CONSUL_LEADER_PUBLISH") == "labels" or not self.alloc_id:
             return self.service_id
         return f"consul-leader-{self.alloc_id}-{self.service_id}"
 
     def published_service(self) -> dict[str, Any]:
-        return self._service(self.published_id)
-
-    def _service(self, service_id: str) -> dict[str, Any]:
-        reply = requests.get(f"{self.agent}/v1/agent/service/{service_id}", timeout=2)
+        reply = requests.get(f"{self.agent}/v1/agent/service/{self.published_id}", timeout=2)
         reply.raise_for_status()
         result: dict[str, Any] = reply.json()
         return result
+
+    def owns(self, service: Mapping[str, Any]) -> bool:
+        """Whether `service` (a service definition, as the agent or a health entry shows it)
+        is one of this sidecar's instances: its ID or its Meta names the allocation. Without
+        an allocation, only the one service ID the sidecar was given."""
+        if not self.alloc_id:
+            return bool(self.service_id) and service.get("ID") == self.service_id
+        meta = service.get("Meta") or {}
+        return self.alloc_id in str(service.get("ID", "")) or self.alloc_id in meta.values()
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Every instance of the group's service that this sidecar's allocation has on its
+        agent (Nomad's task service today; the sidecar's own registration, too, once it
+        publishes through one)."""
+        reply = requests.get(f"{self.agent}/v1/agent/services", timeout=2)
+        reply.raise_for_status()
+        return [service for service in reply.json().values()
+                if service.get("Service") == self.service_name and self.owns(service)]
+
+    def labels(self) -> set[str]:
+        """The tags on any of its instances (where the role label is, wherever it is put)."""
+        return {tag for service in self.instances() for tag in service.get("Tags") or []}
 
 
 @dataclass
@@ -234,15 +279,7 @@ class Group:
             "CONSUL_HTTP_ADDR": agent,
             "NOMAD_ALLOC_ID": alloc_id,
             "NOMAD_ALLOC_DIR": str(alloc_dir),
-            "CONSUL_LEADER_SERVICE_NAME": self.service,
-            "CONSUL_LEADER_PRIMARY_LABEL": self.primary_label,
-            "CONSUL_LEADER_TTL": self.ttl,
-            "CONSUL_LEADER_SLEEP": self.sleep,
-            "CONSUL_LEADER_LOCKDELAY": self.lock_delay,
-            "CONSUL_LEADER_LOG_LEVEL": "debug",
-            "CONSUL_LEADER_LISTEN": f"127.0.0.1:{port}",
-            "PYTHONUNBUFFERED": "1",
-            **({"CONSUL_LEADER_REPLICA_LABEL": self.replica_label} if self.replica_label else {}),
+            **self.sidecar_settings(f"127.0.0.1:{port}"),
             **self.extra_env,
             **(env or {}),
         }
@@ -261,14 +298,38 @@ class Group:
             sidecar.start()
         return sidecar
 
+    def sidecar_settings(self, listen: str) -> dict[str, str]:
+        """The group's election settings as the sidecar's variables, listening on `listen`."""
+        return {
+            "CONSUL_LEADER_SERVICE_NAME": self.service,
+            "CONSUL_LEADER_PRIMARY_LABEL": self.primary_label,
+            "CONSUL_LEADER_TTL": self.ttl,
+            "CONSUL_LEADER_SLEEP": self.sleep,
+            "CONSUL_LEADER_LOCKDELAY": self.lock_delay,
+            "CONSUL_LEADER_LOG_LEVEL": "debug",
+            "CONSUL_LEADER_LISTEN": listen,
+            "PYTHONUNBUFFERED": "1",
+            **({"CONSUL_LEADER_REPLICA_LABEL": self.replica_label} if self.replica_label else {}),
+        }
+
     def any_agent(self, exclude: Callable[[str], bool] = lambda node: False) -> str:
         for node in self.consul.node_names:
             if not exclude(node) and node not in getattr(self, "_failed", set()):
                 return str(self.consul.node_addr(node))
         raise AssertionError("no agent left to ask")
 
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
     def passing_primaries(self, timeout: float = 2.0) -> list[str]:
         """Service IDs Consul lists as passing primaries (what a client of the service sees)."""
+        return sorted(service["ID"] for service in self.passing_primary_services(timeout))
+
+    def passing_primary_services(self, timeout: float = 2.0) -> list[dict[str, Any]]:
+        """The Service of every entry `health/service/<name>?tag=<primary>&passing` lists."""
         errors: list[Exception] = []
         for node in self.consul.node_names:
             try:
@@ -281,22 +342,43 @@ class Group:
                 errors.append(exc)
                 continue
             if reply.status_code == 200:
-                return sorted(entry["Service"]["ID"] for entry in reply.json())
+                return [entry["Service"] for entry in reply.json()]
             errors.append(RuntimeError(f"{reply.status_code} {reply.text[:80]}"))
         raise requests.RequestException(f"no agent answered: {errors}")
 
+    def owner(self, service: Mapping[str, Any]) -> Sidecar | None:
+        """The sidecar whose allocation `service` belongs to."""
+        return next((s for s in self.sidecars if s.owns(service)), None)
+
     def the_primary(self) -> Sidecar | None:
-        primaries = self.passing_primaries()
+        """The sidecar of the one passing primary Consul lists; None unless exactly one."""
+        primaries = self.passing_primary_services()
         if len(primaries) != 1:
             return None
-        return next((s for s in self.sidecars if s.published_id == primaries[0]), None)
+        return self.owner(primaries[0])
 
     def wait_single_primary(self, timeout: float, exclude: Sidecar | None = None) -> Sidecar:
         def found() -> Sidecar | None:
             primary = self.the_primary()
             return primary if primary is not None and primary is not exclude else None
 
-        return wait_for(found, timeout, "exactly one passing primary")
+        try:
+            return wait_for(found, timeout, "exactly one passing primary")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; Consul shows: {self.describe()}") from None
+
+    def describe(self) -> str:
+        """What Consul holds for each sidecar's instances: tags, Meta.session, check statuses
+        (read in-process, so ACLs and faults never hide it), and the lock's holder."""
+        view = ConsulView.of(self.consul)
+        parts = [f"holder={view.holder(self.kv_path)}"]
+        for sidecar in self.sidecars:
+            for service_id, service in view.owned(self.service, sidecar.owns).items():
+                checks = ",".join(f"{name}:{status}" for name, status in view.checks_of(service_id))
+                parts.append(f"{sidecar.name}@{sidecar.node} {service_id[:24]}... "
+                             f"tags={service['Tags']} session={service['Meta'].get('session')} "
+                             f"checks=[{checks}] running={sidecar.running()}")
+        return "; ".join(parts)
 
     def leaders_by_status(self) -> list[Sidecar]:
         leaders = []
@@ -326,7 +408,7 @@ class Group:
         for sidecar in self.sidecars:
             if sidecar.running():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(sidecar.pid, signal.SIGCONT)
+                    sidecar.resume()
                     sidecar.send(signal.SIGTERM)
         for sidecar in self.sidecars:
             if sidecar.process is not None:
@@ -335,6 +417,236 @@ class Group:
                 except subprocess.TimeoutExpired:
                     sidecar.process.kill()
                     sidecar.process.wait()
+
+
+SIDECAR_PORT = "leader"  # the group port label of the sidecar's status listener
+NOMAD_SHUTDOWN_WAIT = 5.0  # bounds the Nomad clients' last sync when a group is closed
+NOMAD_STOP_BOUND = 60.0  # bounds one allocation's stop (kill_timeouts and reaping)
+
+
+def seconds(duration: str) -> float:
+    """"3s", "500ms" or a bare number of seconds (SLEEP's form) as seconds."""
+    if duration.endswith("ms"):
+        return float(duration[:-2]) / 1000
+    return float(duration.removesuffix("s"))
+
+
+def nomad_clients(consul: Any, workdir: Path, *, period: float,
+                  nodes: tuple[str, ...] | None = None, acl: AclSettings | None = None
+                  ) -> NomadDouble:
+    """Nomad clients on the stand-in's nodes (default: all), started: Nomad's settings but
+    for the periodic sync (every `period` seconds) and a bounded last sync when closed."""
+    sync = SyncSettings(period=period, shutdown_wait=NOMAD_SHUTDOWN_WAIT)
+    nomad = NomadDouble.for_consul(consul, workdir, nodes, sync=sync, acl=acl)
+    nomad.start()
+    return nomad
+
+
+def nomad_requests(nomad: NomadDouble, node: str | None = None) -> int:
+    """Requests Nomad's clients (or one node's) have had answered by their agents (syncs,
+    check heartbeats): Nomad's own load on the agents, apart from its tasks'."""
+    return sum(client.service_client.agent.answered for client in nomad.clients
+               if node in (None, client.name))
+
+
+@dataclass
+class NomadSidecar(Sidecar):
+    """The sidecar task of one allocation of the Nomad model. The same handle as `Sidecar`;
+    its process is whichever run of the task is current (Nomad restarts it)."""
+
+    allocation: Allocation | None = None
+    _signalled: TaskProcess | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        raise RuntimeError("Nomad starts the task when the allocation is placed")
+
+    @property
+    def task_runner(self) -> Any:
+        assert self.allocation is not None
+        return self.allocation.task(SIDECAR_TASK)
+
+    def current(self) -> TaskProcess | None:
+        """The run of the task that is up now (None between a run and its restart)."""
+        process: TaskProcess | None = self.task_runner.process
+        return process
+
+    def latest(self) -> TaskProcess | None:
+        runs: list[TaskProcess] = self.task_runner.processes
+        return runs[-1] if runs else None
+
+    @property
+    def pid(self) -> int:
+        process = self.current() or self.latest()
+        assert process is not None, f"{self.name}: its task never started"
+        return process.pid
+
+    @property
+    def restarts(self) -> int:
+        """How many times Nomad restarted the task."""
+        return int(self.task_runner.restarts)
+
+    def send(self, sig: signal.Signals) -> None:
+        process = self.current()
+        assert process is not None, f"{self.name}: no run of its task is up"
+        self.stopped_by = sig.name
+        self._signalled = process
+        process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status of the run last signalled (else the latest run), as Popen.wait."""
+        process = self._signalled or self.latest()
+        assert process is not None, f"{self.name}: its task never started"
+        code = process.wait(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"{self.name} (pid {process.pid})", timeout)
+        return code
+
+    def running(self) -> bool:
+        process = self.current()
+        return process is not None and process.running()
+
+    def exit_codes(self) -> list[int]:
+        runs: list[TaskProcess] = self.task_runner.processes
+        return [run.exit_code for run in runs if run.exit_code is not None]
+
+    def ended_on_its_own(self) -> list[int]:
+        """Runs that ended with no signal sent to them, by us or by Nomad (which signals
+        every kill), unless exits were declared expected (`stopped_by` set, no signal)."""
+        if self.stopped_by is not None and self._signalled is None:
+            return []
+        runs: list[TaskProcess] = self.task_runner.processes
+        return [run.exit_code for run in runs
+                if run.exit_code is not None and not run.signals_sent]
+
+    def wait_restarted(self, timeout: float) -> TaskProcess:
+        """Wait for Nomad to run the task again after the run that was signalled."""
+        gone = self._signalled
+
+        def restarted() -> TaskProcess | None:
+            process = self.current()
+            fresh = process is not None and process is not gone and process.running()
+            return process if fresh else None
+
+        found = wait_for(restarted, timeout, f"Nomad restarting {self.name}")
+        assert found is not None
+        return found
+
+    def logs(self) -> str:
+        """Every run's output: the task's stderr then stdout logs (Nomad appends runs)."""
+        runner = self.task_runner
+        paths = [runner.dirs.stderr, runner.dirs.stdout]
+        return "".join(path.read_text(errors="replace") for path in paths if path.exists())
+
+    def stop(self) -> None:
+        """Nomad stops the allocation: main task first, then the sidecar (kill_timeout)."""
+        assert self.allocation is not None
+        self.resume()
+        self.allocation.stop()
+
+
+@dataclass
+class NomadGroup(Group):
+    """Sidecars as allocations of `leader_job` on the Nomad model's clients (one per node of
+    the stand-in). Each `add` places one allocation on the node given; members whose
+    environment differs belong to jobs of their own (a job's env block is per job).
+
+    `sync_period` defaults to 2 x SLEEP, `restart_delay` to the TTL (Nomad's 15 s beside a
+    15 s TTL); `acl` turns ACLs on: each task gets a workload-identity token, read from
+    `secrets/consul_token` through CONSUL_HTTP_TOKEN_FILE as the shipped job does. Nomad
+    clients run on `nodes` (default: every node of the stand-in); several groups share one
+    node's client, as on a real node, when given the same `shared_nomad` (which they then
+    neither start nor close). `main_command` is the main task's (default: the model's stub)."""
+
+    sync_period: float | None = None
+    restart_delay: float | None = None
+    acl: AclSettings | None = None
+    count: int | None = None  # the job's count (drain arithmetic); default: the nodes
+    nodes: tuple[str, ...] | None = None
+    shared_nomad: NomadDouble | None = None
+    main_command: tuple[str, ...] | None = None
+    nomad: NomadDouble = field(init=False)
+    _jobs: dict[tuple[Any, ...], Job] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.shared_nomad is not None:
+            self.nomad = self.shared_nomad
+            return
+        self.nomad = nomad_clients(self.consul, self.workdir / "nomad", period=self.period,
+                                   nodes=self.nodes, acl=self.acl)
+
+    @property
+    def period(self) -> float:
+        return self.sync_period if self.sync_period is not None else 2 * seconds(self.sleep)
+
+    def add(self, node: str, *, start: bool = True, env: Mapping[str, str] | None = None,
+            command: list[str] | None = None) -> NomadSidecar:
+        """Place one allocation on `node` (Nomad starts it at once). `env` joins the sidecar
+        task's env block; `command` replaces SIDECAR_COMMAND (the baseline, say)."""
+        if not start:
+            raise ValueError("a Nomad allocation starts when it is placed")
+        index = len(self.sidecars)
+        task_env = self.sidecar_env(env)
+        job = self._job(task_env, command)
+        allocation = self.nomad.client(node).place(job, job.groups[0].name, index)
+        (service_id,) = allocation.service_ids()
+        runner = allocation.task(SIDECAR_TASK)
+        sidecar = NomadSidecar(f"s{index}", node, self.consul.node_addr(node), allocation.id,
+                               service_id, allocation.ports[SIDECAR_PORT], task_env,
+                               runner.dirs.stderr, allocation=allocation)
+        self.sidecars.append(sidecar)
+        return sidecar
+
+    def sidecar_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The sidecar task's env block (Nomad adds NOMAD_*, the token, the agent)."""
+        return {
+            **self.sidecar_settings(f"127.0.0.1:${{NOMAD_PORT_{SIDECAR_PORT}}}"),
+            "PYTHONPATH": str(REPO),  # modules of this tree (bench.baseline) from any cwd
+            **self.extra_env,
+            **(env or {}),
+        }
+
+    def stop(self, sidecar: Sidecar) -> None:
+        """Nomad stops that sidecar's allocation, in its order."""
+        assert isinstance(sidecar, NomadSidecar)
+        sidecar.stop()
+
+    def stop_all(self, timeout: float = 8.0) -> None:
+        """Every allocation stopped in Nomad's order (concurrently), then the clients unless
+        they are shared."""
+        for sidecar in self.sidecars:
+            sidecar.resume()
+        if self.shared_nomad is None:
+            self.nomad.close()
+            return
+        stoppers = [threading.Thread(target=s.stop, daemon=True) for s in self.sidecars
+                    if isinstance(s, NomadSidecar) and s.allocation is not None
+                    and not s.allocation.finished]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(NOMAD_STOP_BOUND)
+
+    def sync_now(self, reason: str, nodes: list[str] | None = None) -> list[SyncRecord]:
+        """A sync of that reason ("periodic" or "operations") by the Nomad client of each of
+        `nodes` (default: the members' nodes), one after the other; what each sync did."""
+        chosen = nodes or list(dict.fromkeys(s.node for s in self.sidecars))
+        return [self.nomad.client(node).service_client.sync_now(reason) for node in chosen]
+
+    def _job(self, env: Mapping[str, str], command: list[str] | None) -> Job:
+        key = (tuple(sorted(env.items())), tuple(command or ()))
+        if key not in self._jobs:
+            job_id = self.service if not self._jobs else f"{self.service}-{len(self._jobs)}"
+            sleep = seconds(self.sleep)
+            self._jobs[key] = leader_job(
+                job_id=job_id, service=self.service,
+                count=self.count or len(self.nomad.clients), sidecar_env=env,
+                sidecar_command=command, main_command=self.main_command,
+                extra_ports=(SIDECAR_PORT,), check_interval=sleep,
+                restart=RestartPolicy(delay=self.restart_delay
+                                      if self.restart_delay is not None else seconds(self.ttl)),
+                token_file=self.acl is not None,
+            )
+        return self._jobs[key]
 
 
 @dataclass
@@ -382,15 +694,18 @@ class HealthObserver:
 
 @contextlib.contextmanager
 def running_group(
-    consul: Any, workdir: Path, nodes: list[str] | None = None, **settings: Any
+    consul: Any, workdir: Path, nodes: list[str] | None = None, *, nomad: bool = True,
+    **settings: Any
 ) -> Iterator[Group]:
-    group = Group(consul, workdir, **settings)
-    try:
+    """One sidecar per node (default: every node of the stand-in), as allocations of the
+    Nomad model (`NomadGroup`), or with `nomad=False` on Consul alone (`Group`). Every
+    sidecar is stopped when the block ends, however it ends."""
+    group = NomadGroup(consul, workdir, **settings) if nomad else Group(consul, workdir,
+                                                                          **settings)
+    with group:
         for node in nodes or list(consul.node_names):
             group.add(node)
         yield group
-    finally:
-        group.stop_all()
 
 
 def dump_logs(group: Group) -> str:
@@ -432,6 +747,12 @@ class ConsulView:
                     found[service_id] = service
         return found
 
+    def owned(self, name: str, owns: Callable[[Mapping[str, Any]], bool]
+              ) -> dict[str, dict[str, Any]]:
+        """The instances of `name` for which `owns` holds (e.g. `Sidecar.owns`), by ID."""
+        return {sid: service for sid, service in self.services(name).items()
+                if owns(service)}
+
     def tagged(self, name: str, label: str) -> list[str]:
         """Service IDs of `name` carrying `label` (Consul's tag filter ignores case)."""
         return sorted(
@@ -462,6 +783,12 @@ class ConsulView:
             )
         return False
 
+    def checks_of(self, service_id: str) -> list[tuple[str, str]]:
+        """(check ID, status) of every check on `service_id`, on whichever node holds it."""
+        return sorted((check["CheckID"], check["Status"])
+                      for node in self.state["nodes"].values()
+                      for check in node["checks"].values() if check["ServiceID"] == service_id)
+
     def _instances(self, service_id: str) -> list[dict[str, Any]]:
         return [node["services"][service_id] for node in self.state["nodes"].values()
                 if service_id in node["services"]]
@@ -469,3 +796,4 @@ class ConsulView:
 
 def _has_tag(service: Mapping[str, Any], label: str) -> bool:
     return label.lower() in (tag.lower() for tag in service["Tags"])
+

@@ -236,7 +236,13 @@ class Publisher:
         self._failures = 0
         if all(o is _Outcome.DONE for o in outcomes) and (outcomes or not self.enabled):
             self._applied_fully(request)
-        elif _Outcome.OTHER_PRIMARY in outcomes:
+            return
+        if request.role is Role.REPLICA and all(
+                o in (_Outcome.DONE, _Outcome.ABSENT) for o in outcomes):
+            # No primary of ours anywhere (a gone target's instance was relabelled too), which
+            # is what a clean shutdown waits for; not yet a reason to compete (targets gone).
+            self._mark_applied(request)
+        if _Outcome.OTHER_PRIMARY in outcomes:
             self._retry_in(self._timings.other_primary_recheck)
         elif _Outcome.RETRY in outcomes:
             self._retry_in(self._timings.backoff(self._failures))
@@ -244,15 +250,20 @@ class Publisher:
         # Only ABSENT left: the target's watch says when it is back.
 
     def _applied_fully(self, request: _Request) -> None:
-        with self._cond:
-            if request.generation != self._request.generation:
-                return  # superseded meanwhile: its outcome would be about an old request
-            self._applied = request.generation
-            self._cond.notify_all()
+        if not self._mark_applied(request):
+            return  # superseded meanwhile: its outcome would be about an old request
         event = Event.PRIMARY_PUBLISHED if request.role is Role.PRIMARY \
             else Event.REPLICA_PUBLISHED
         self._report_once(request, event, f"{request.role.value} role published",
                           Facts(session=request.session, targets=tuple(self.targets())))
+
+    def _mark_applied(self, request: _Request) -> bool:
+        with self._cond:
+            if request.generation != self._request.generation:
+                return False
+            self._applied = request.generation
+            self._cond.notify_all()
+            return True
 
     def _write_failed(self, request: _Request, exc: ConsulError) -> None:
         denied = isinstance(exc, ConsulDenied)

@@ -39,8 +39,8 @@ def note_exits(results: Results, scenario: str, exits: list[str]) -> None:
 
 
 def other_than(instance: Sidecar) -> Callable[[frozenset[str]], bool]:
-    """Condition: a passing primary other than `instance` is listed."""
-    return lambda primaries: any(sid != instance.published_id for sid in primaries)
+    """Condition: a passing primary of another allocation than `instance`'s is listed."""
+    return lambda primaries: any(not instance.owns({"ID": sid}) for sid in primaries)
 
 
 def takeover_timeout(kind: Kind, timings: Timings) -> float:

@@ -112,10 +112,7 @@ def _spread(run: int, runs: int, timings: Timings) -> None:
 
 
 def _leader(fleet: Fleet) -> Sidecar:
-    leader = fleet.primary()
-    if leader is None:
-        raise RuntimeError(f"no single primary before the run: {fleet.describe()}")
-    return leader
+    return fleet.await_primary(STEADY_TIMEOUT)
 
 
 def _new_primary(watch: HealthWatch, old: Sidecar, since: float, kind: Kind,

@@ -9,9 +9,11 @@
   before the first run, per instance), counted over whole renew periods from the signal to
   at least one SLEEP after convergence.
 * Groups: G groups of two instances (2G processes), each group its own service and key; the
-  total Consul load over a steady window, and the CPU of all instances together.
+  total Consul load over a steady window, and the CPU of all instances together. One Nomad
+  client per node runs every group's allocations.
 
-Requests through the observer node (the benchmark's own health watch) are never counted.
+Requests through the observer node (the benchmark's own health watch) are never counted, nor
+are Nomad's own (its clients' syncs and check heartbeats, counted by the model).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench.fleet import (
     OBSERVER_NODE,
     Fleet,
     Kind,
+    shared_nomad,
     stand_in,
     start_staggered,
     stop_fleets,
@@ -37,7 +40,7 @@ from bench.results import Env, Results
 from bench.scenarios.common import note_exits, other_than, takeover_timeout
 from bench.scenarios.steady import MB, per_minute
 from bench.watch import HealthWatch
-from tests.harness import Sidecar
+from tests.harness import Sidecar, nomad_requests
 
 RATE_WINDOW_PERIODS = 2  # renew periods of steady state to measure the rate a burst exceeds
 
@@ -55,11 +58,16 @@ class Counts:
         return Counts(self.server - other.server, self.agent - other.agent)
 
 
-def instance_counts(consul: Any) -> Counts:
-    """Requests answered so far on every node but the observer's."""
+def instance_counts(consul: Any, nomad: int) -> Counts:
+    """Requests answered so far on every node but the observer's, less the `nomad`
+    (agent-local) requests Nomad's clients made so far."""
     nodes = consul.stats()["nodes"]
     counted = [entry for name, entry in nodes.items() if name != OBSERVER_NODE]
-    return Counts(sum(e["server"] for e in counted), sum(e["agent"] for e in counted))
+    return Counts(sum(e["server"] for e in counted), sum(e["agent"] for e in counted) - nomad)
+
+
+def fleet_counts(fleet: Fleet) -> Counts:
+    return instance_counts(fleet.consul, fleet.nomad_requests())
 
 
 def scale_nodes(count: int) -> list[str]:
@@ -103,9 +111,9 @@ def contention(env: Env, kind: Kind, runs: int, results: Results) -> None:
 
 def _steady_rate(fleet: Fleet, seconds: float) -> float:
     """Requests per second of the fleet at rest."""
-    before, opened = instance_counts(fleet.consul), time.monotonic()
+    before, opened = fleet_counts(fleet), time.monotonic()
     time.sleep(seconds)  # the measurement window itself
-    return instance_counts(fleet.consul).minus(before).total / (time.monotonic() - opened)
+    return fleet_counts(fleet).minus(before).total / (time.monotonic() - opened)
 
 
 def _handover_burst(env: Env, fleet: Fleet, watch: HealthWatch, results: Results,
@@ -113,12 +121,10 @@ def _handover_burst(env: Env, fleet: Fleet, watch: HealthWatch, results: Results
     """One SIGTERM to the leader; `rate_per_instance` is the steady request rate of one
     instance (requests per second), measured before the first run."""
     kind, timings = fleet.kind, env.timings
-    leader = fleet.primary()
-    if leader is None:
-        raise RuntimeError(f"no single primary before the run: {fleet.describe()}")
+    leader = fleet.await_primary(_startup_timeout(1, env))
     # The steady rate of the instances left once the leader is gone.
     rate = rate_per_instance * (len(fleet.members) - 1)
-    before = instance_counts(fleet.consul)
+    before = fleet_counts(fleet)
     signalled = time.monotonic()
     leader.send(signal.SIGTERM)
     seen = watch.wait(other_than(leader), signalled, takeover_timeout(kind, timings))
@@ -128,7 +134,7 @@ def _handover_burst(env: Env, fleet: Fleet, watch: HealthWatch, results: Results
         results.figure("contention_convergence", kind, "s").add(seen.at - signalled)
         window = _whole_periods(seen.at - signalled, timings.sleep)
         time.sleep(max(0.0, signalled + window - time.monotonic()))  # the counting window
-        counted = instance_counts(fleet.consul).minus(before)
+        counted = fleet_counts(fleet).minus(before)
         elapsed = time.monotonic() - signalled
         results.figure("contention_burst", kind, "requests").add(counted.total - rate * elapsed)
         results.figure("contention_burst_raw", kind, "requests").add(counted.total)
@@ -147,10 +153,12 @@ def _whole_periods(convergence: float, period: float) -> float:
 def groups(env: Env, kind: Kind, results: Results) -> None:
     plan, timings = env.plan, env.timings
     nodes = scale_nodes(plan.scale_nodes)
-    with stand_in(nodes) as consul:
+    workdir = env.workdir / f"scale-groups-{kind.name.lower()}"
+    # One Nomad client per node runs the allocations of every group, as on real nodes.
+    with stand_in(nodes) as consul, shared_nomad(consul, workdir, timings) as nomad:
         fleets = [
-            Fleet(consul, kind, env.workdir / f"scale-groups-{kind.name.lower()}" / f"g{g:02d}",
-                  timings, service=f"svc{g:02d}")
+            Fleet(consul, kind, workdir / f"g{g:02d}", timings, service=f"svc{g:02d}",
+                  shared_nomad=nomad)
             for g in range(plan.scale_groups)
         ]
         try:
@@ -163,10 +171,10 @@ def groups(env: Env, kind: Kind, results: Results) -> None:
             # Warm-up of one renew period: the window must not count start-up requests.
             time.sleep(timings.sleep)
             cpu_before = {s.pid: procstat.sample(s.pid).cpu_seconds for s in members}
-            before, opened = instance_counts(consul), time.monotonic()
+            before, opened = instance_counts(consul, nomad_requests(nomad)), time.monotonic()
             time.sleep(plan.scale_window)  # the measurement window itself
             window = time.monotonic() - opened
-            counted = instance_counts(consul).minus(before)
+            counted = instance_counts(consul, nomad_requests(nomad)).minus(before)
             samples = {s.pid: procstat.sample(s.pid) for s in members}
             _record_groups(results, kind, counted, window, len(members), samples, cpu_before)
             env.progress(f"groups {kind.value}: {len(members)} instances, {window:.0f}s window")

@@ -68,9 +68,7 @@ def _sidecar_run(env: Env, fleet: Fleet, figure: Figure, run: int) -> None:
 
 
 def _baseline_run(env: Env, fleet: Fleet, figure: Figure) -> None:
-    leader = fleet.primary()
-    if leader is None:
-        raise RuntimeError(f"no single primary before the outage: {fleet.describe()}")
+    leader = fleet.await_primary(STEADY_TIMEOUT)
     timings = env.timings
     fleet.consul.servers_down()
     # The outage itself: as long as our sidecar's worst case (TTL) plus two of its polls.
@@ -83,14 +81,14 @@ def _baseline_run(env: Env, fleet: Fleet, figure: Figure) -> None:
         time.sleep(0.1)
     fleet.consul.servers_up()
     for member in fleet.group.sidecars:
-        if member.process is not None and member.process.poll() is not None:
+        if member.exit_codes():
             member.stopped_by = "the outage"  # expected: the shell loop ends on a 500
-    status = leader.process.poll() if leader.process else None
+    statuses = leader.exit_codes()
     figure.never = not ever_unlabelled
     figure.attempts += 1
     figure.notes.append(
         f"labels {'removed' if ever_unlabelled else 'still on'} {observed:g}s into the outage; "
-        f"process {'exited with status ' + str(status) if status is not None else 'running'}"
+        f"process {'exited with status ' + str(statuses[0]) if statuses else 'running'}"
     )
     for member in {id(m): m for m in [*fleet.members, leader]}.values():
         fleet.retire(member)
@@ -146,12 +144,14 @@ def _watch_step_down(fleet: Fleet, leader: Sidecar, give_up_at: float) -> StepDo
     return None
 
 
-def _agent_tags(instance: Sidecar) -> list[str] | None:
-    """Tags in the instance's own agent view; None when the agent does not answer."""
+def _agent_tags(instance: Sidecar) -> set[str] | None:
+    """Tags on the instance's services in its own agent view; None when the agent does not
+    answer."""
     try:
-        return list(instance.published_service()["Tags"])
+        services = instance.instances()
     except (requests.RequestException, ValueError, KeyError):
         return None
+    return {tag for service in services for tag in service["Tags"]} if services else None
 
 
 def _primary_status(instance: Sidecar) -> int | None:

@@ -21,6 +21,11 @@ def consul() -> Iterator[ConsulDouble]:
         yield double
 
 
+# Sidecars run as allocations of the Nomad model (tests/nomad_double), whose clients sync
+# their services every 2 x SLEEP (tests.harness.NomadGroup). A test about Consul alone asks
+# for `@pytest.mark.parametrize("group", [CONSUL_ONLY], indirect=True)` and says why.
+CONSUL_ONLY = {"nomad": False}
+
 @pytest.fixture
 def group(consul: ConsulDouble, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Group]:
     settings = getattr(request, "param", {})

@@ -6,11 +6,13 @@
   `deploy/consul/` with the stand-in's own rule parser and `render_rules` writes any subset of
   it back as HCL, so a test policy is derived from the shipped file mechanically, never
   retyped.
-* Sidecars outside a Nomad-like group (`start_sidecar`, `stopped_at_exit`) for setups where the
-  test's registration client cannot talk to the agent (mutual TLS).
+* Sidecars outside a Nomad group (`start_sidecar`, `stopped_at_exit`) for setups where the
+  Nomad model's registration client cannot talk to the agent (TLS).
 * Secrets: `SecretVault` hands out distinctive random tokens; `scanned_for_tokens` scans every
   log file a scenario produced for all of them when it ends.
-* ACLs on: `running_acl_cluster` (default deny, a management token) and `AclCluster`.
+* ACLs on: `running_acl_cluster` (default deny, a management token) and `AclCluster`, whose
+  groups are Nomad allocations with workload-identity tokens (every token Nomad makes is
+  known to the vault, so the scan covers it).
 * Role endpoints: `RoleEndpointProbe` samples /status, /primary and /replica of live sidecars
   and records every disagreement; any end-to-end test can run it in the background.
 
@@ -38,9 +40,20 @@ import requests
 
 from tests.consul_double import ConsulDouble
 from tests.consul_double.acl import AclSystem, Policy, parse_rules
-from tests.harness import REPO, ConsulView, Group, Sidecar, free_port, wait_for
+from tests.harness import (
+    REPO,
+    ConsulView,
+    Group,
+    NomadGroup,
+    NomadSidecar,
+    Sidecar,
+    free_port,
+    wait_for,
+)
 from tests.integration.conftest import SLEEP as E2E_SLEEP
 from tests.integration.conftest import TTL as E2E_TTL
+from tests.nomad_double import AclSettings
+from tests.nomad_double.jobs import SIDECAR_TASK
 
 T = TypeVar("T")
 
@@ -259,6 +272,11 @@ class SecretVault:
         self._secrets[secret] = label
         return secret
 
+    def remember(self, secret: str, label: str) -> None:
+        """A secret made elsewhere (Nomad's workload-identity tokens: UUIDs, whose last
+        group, 48 random bits, is the half scanned for)."""
+        self._secrets[secret] = label
+
     def leaks(self, text: str) -> list[str]:
         """Labels of the secrets found in `text`, whole or as their random half."""
         found = []
@@ -274,11 +292,12 @@ class SecretVault:
 
 
 def logs_under(folder: Path) -> dict[str, str]:
-    """Every `*.log` file under `folder`, by relative path."""
-    return {
-        str(path.relative_to(folder)): path.read_text(errors="replace")
-        for path in sorted(folder.rglob("*.log"))
-    }
+    """Every log file under `folder`, by relative path: `*.log`, and the task logs Nomad
+    writes (`alloc/logs/<task>.stdout.0`, `.stderr.0`)."""
+    paths = {*folder.rglob("*.log"), *folder.rglob("logs/*.stdout.*"),
+             *folder.rglob("logs/*.stderr.*")}
+    return {str(path.relative_to(folder)): path.read_text(errors="replace")
+            for path in sorted(paths)}
 
 
 @contextlib.contextmanager
@@ -309,6 +328,7 @@ class AclCluster:
     management: str
     vault: SecretVault
     workdir: Path
+    _groups: int = 0
 
     def token(self, label: str, rules: list[PolicyRule]) -> str:
         """A new token with exactly `rules`; its secret is registered in the vault."""
@@ -316,21 +336,61 @@ class AclCluster:
         self.consul.add_acl_token(secret, render_rules(rules))
         return secret
 
-    def group(self, **settings: Any) -> Group:
-        """Sidecars of `postgres`. Registration (Group.add) uses the management token, as
-        Nomad uses its own; give each sidecar its token with `add(node, env=...)`."""
+    def group(self, rules: list[PolicyRule], **settings: Any) -> NomadGroup:
+        """Sidecars of `postgres` as allocations of the Nomad model: the Nomad agent uses
+        the management token, each service is registered with a service-identity token, and
+        each sidecar task gets a workload-identity token with exactly `rules`, read from
+        secrets/consul_token (CONSUL_HTTP_TOKEN_FILE), as the shipped job does."""
+        acl = VaultedAcl(self.consul.control_addr, self.management, render_rules(rules),
+                         vault=self.vault)
+        self._groups += 1
+        return NomadGroup(self.consul, self.workdir / f"group-{self._groups}",
+                          service=POLICY_SERVICE, ttl=TTL, sleep=SLEEP, acl=acl, **settings)
+
+    def consul_only_group(self, **settings: Any) -> Group:
+        """Sidecars of `postgres` on Consul alone. Registration (Group.add) uses the
+        management token; give each sidecar its token with `add(node, env=...)`."""
         return Group(self.consul, self.workdir, service=POLICY_SERVICE, ttl=TTL, sleep=SLEEP,
                      extra_env={"CONSUL_HTTP_TOKEN": self.management}, **settings)
+
+    @staticmethod
+    def task_token(sidecar: Sidecar) -> str:
+        """The workload-identity token Nomad gave the sidecar's task."""
+        assert isinstance(sidecar, NomadSidecar) and sidecar.allocation is not None
+        token = sidecar.allocation.task_token(SIDECAR_TASK)
+        assert token is not None, f"{sidecar.name}: its task has no Consul token"
+        return token
+
+    def labelled(self, group: Group, label: str) -> list[Sidecar]:
+        """The sidecars with an instance of the group's service tagged `label`."""
+        view = self.view()
+        tagged = set(view.tagged(group.service, label))
+        return [s for s in group.sidecars
+                if tagged & set(view.owned(group.service, s.owns))]
 
     def view(self) -> ConsulView:
         return ConsulView.of(self.consul)
 
     def primary(self, group: Group) -> Sidecar | None:
         """The group's sidecar Consul lists as the one passing primary, if exactly one."""
-        primaries = self.view().passing_primaries(group.service, group.primary_label)
+        view = self.view()
+        primaries = view.passing_primaries(group.service, group.primary_label)
         if len(primaries) != 1:
             return None
-        return next((s for s in group.sidecars if s.published_id == primaries[0]), None)
+        return group.owner(view.services(group.service)[primaries[0]])
+
+
+@dataclass(frozen=True)
+class VaultedAcl(AclSettings):
+    """Nomad's ACL settings whose every new token (service and workload identities) is
+    remembered by the vault, so the end-of-scenario scan looks for it too."""
+
+    vault: SecretVault = field(default_factory=SecretVault)
+
+    def new_token(self, rules: str) -> str:
+        secret = super().new_token(rules)
+        self.vault.remember(secret, "nomad-identity")
+        return secret
 
 
 @contextlib.contextmanager

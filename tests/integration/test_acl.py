@@ -1,11 +1,13 @@
 """ACLs end to end: the shipped least-privilege policies are enough, and each rule counts.
 
-The stand-in runs with ACLs on and the default policy `deny`. Nomad's registration of the
-`postgres` instances uses a management token; each sidecar gets a token whose rules are the
-shipped sidecar policy `deploy/consul/consul-leader-policy.hcl`, parsed with the stand-in's
-parser and rendered back, whole or with one rule removed. The service is `postgres`, the one
-the policy is written for, so no rule is retyped or rewritten here. The same goes for
-`deploy/consul/primary-lookup-policy.hcl`, the policy of clients that look the primary up.
+The stand-in runs with ACLs on and the default policy `deny`. The sidecars are allocations
+of the Nomad model: Nomad registers the `postgres` instances with service-identity tokens,
+and each sidecar task gets a workload-identity token (secrets/consul_token) whose rules are
+the shipped sidecar policy `deploy/consul/consul-leader-policy.hcl`, parsed with the
+stand-in's parser and rendered back, whole or with one rule removed. The service is
+`postgres`, the one the policy is written for, so no rule is retyped or rewritten here. The
+same goes for `deploy/consul/primary-lookup-policy.hcl`, the policy of clients that look the
+primary up.
 
 What a missing sidecar rule must do: the sidecar logs an error line naming the permission in
 Consul's words (`lacks permission 'key:write' on "..."`), keeps retrying, and never becomes
@@ -62,7 +64,8 @@ def acl_cluster(tmp_path: Path) -> Iterator[AclCluster]:
         yield cluster
 
 
-def health_query(cluster: AclCluster, token: str) -> list[str]:
+def health_query(cluster: AclCluster, group: Group, token: str) -> list[Sidecar | None]:
+    """The sidecars of the instances the documented query lists with `token`."""
     reply = requests.get(
         f"{cluster.consul.node_addr('n1')}/v1/health/service/{POLICY_SERVICE}",
         params={"tag": "primary", "passing": "1"},
@@ -70,7 +73,7 @@ def health_query(cluster: AclCluster, token: str) -> list[str]:
         timeout=2,
     )
     reply.raise_for_status()
-    return sorted(entry["Service"]["ID"] for entry in reply.json())
+    return [group.owner(entry["Service"]) for entry in reply.json()]
 
 
 @pytest.mark.parametrize("path", [POLICY_PATH, LOOKUP_POLICY_PATH], ids=lambda p: p.name)
@@ -82,20 +85,19 @@ def test_policy_renders_back_to_the_shipped_rules(path: Path) -> None:
 
 
 def test_shipped_policy_elects_and_hands_over(acl_cluster: AclCluster) -> None:
-    token = acl_cluster.token("policy", SIDECAR_RULES)
     lookup = acl_cluster.token("lookup", LOOKUP_RULES)
-    group = acl_cluster.group()
+    group = acl_cluster.group(SIDECAR_RULES)
     try:
         with role_endpoints_checked(lambda: group.sidecars) as probe:
             for node in ("n1", "n2"):
-                group.add(node, env={"CONSUL_HTTP_TOKEN": token})
+                group.add(node)
             old = wait_found(lambda: acl_cluster.primary(group), 5.0, "a passing primary")
             view = acl_cluster.view()
             assert view.holder(group.kv_path) == old.status()["session"]
             follower = next(s for s in group.sidecars if s is not old)
-            wait_for(lambda: acl_cluster.view().tagged(POLICY_SERVICE, "replica")
-                     == [follower.published_id], 2.0, "the replica label on the follower")
-            assert health_query(acl_cluster, lookup) == [old.published_id]
+            wait_for(lambda: acl_cluster.labelled(group, "replica") == [follower], 2.0,
+                     "the replica label on the follower")
+            assert health_query(acl_cluster, group, lookup) == [old]
             probe.expect(old, "Leader")
             probe.expect(follower, "Follower")
 
@@ -151,11 +153,12 @@ SETUPS = [
 )
 def test_each_sidecar_rule_is_needed(acl_cluster: AclCluster, missing: PolicyRule,
                                      setup: Setup) -> None:
-    token = acl_cluster.token("partial", without(SIDECAR_RULES, missing))
-    group = acl_cluster.group(replica_label=setup.replica_label)
+    group = acl_cluster.group(without(SIDECAR_RULES, missing),
+                              replica_label=setup.replica_label)
     try:
         with role_endpoints_checked(lambda: group.sidecars) as probe:
-            sidecar = group.add("n1", env={"CONSUL_HTTP_TOKEN": token, **dict(setup.env)})
+            sidecar = group.add("n1", env=dict(setup.env))
+            token = acl_cluster.task_token(sidecar)
             wait_for(lambda: denial_lines(sidecar.logs(), missing), 8.0,
                      f"a log line saying it lacks permission '{missing.resource}:<access>' "
                      f'on "{missing.name}..."')
@@ -170,7 +173,8 @@ def test_each_sidecar_rule_is_needed(acl_cluster: AclCluster, missing: PolicyRul
                 f"the denial is logged, but not at level error: {denied[0]}"
             )
 
-            # The operator fixes the policy: the same token now has every rule.
+            # The operator fixes the policy: the same workload-identity token now has every
+            # rule (its binding rule's policy updated; Nomad keeps the token).
             acl_cluster.consul.add_acl_token(token, render_rules(SIDECAR_RULES))
             wait_for(lambda: acl_cluster.primary(group) is sidecar, RECOVERY_TIMEOUT,
                      "the sidecar leading once the rule is granted, without a restart")
@@ -188,24 +192,23 @@ def assert_never_led(cluster: AclCluster, group: Group, sidecar: Sidecar,
     assert transitions_to(sidecar, "Leader") == 0, "it was Leader at some point"
     view = cluster.view()
     assert view.holder(group.kv_path) is None, "it holds the lock"
-    assert view.tagged(POLICY_SERVICE, "primary") == [], "it carries the primary label"
+    assert cluster.labelled(group, "primary") == [], "it carries the primary label"
 
 
 def test_each_lookup_rule_is_needed(acl_cluster: AclCluster) -> None:
     """The lookup policy finds the primary; without any one of its rules the answer is empty
     (Consul filters health answers silently, so emptiness is the whole symptom)."""
-    group = acl_cluster.group()
+    group = acl_cluster.group(SIDECAR_RULES)
     try:
         with role_endpoints_checked(lambda: group.sidecars) as probe:
-            sidecar = group.add("n1", env={
-                "CONSUL_HTTP_TOKEN": acl_cluster.token("policy", SIDECAR_RULES)})
+            sidecar = group.add("n1")
             wait_for(lambda: acl_cluster.primary(group) is sidecar, 5.0, "a passing primary")
             probe.expect(sidecar, "Leader")
             full = acl_cluster.token("lookup", LOOKUP_RULES)
-            assert health_query(acl_cluster, full) == [sidecar.published_id]
+            assert health_query(acl_cluster, group, full) == [sidecar]
             for missing in LOOKUP_RULES:
                 partial = acl_cluster.token("lookup-partial", without(LOOKUP_RULES, missing))
-                assert health_query(acl_cluster, partial) == [], (
+                assert health_query(acl_cluster, group, partial) == [], (
                     f"the lookup works without {missing.label}: the rule is not needed"
                 )
     finally:

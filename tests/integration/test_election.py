@@ -1,7 +1,9 @@
 """End to end: real sidecar processes, the Consul stand-in over HTTP, real signals.
 
-Each test is an operator story. The `observer` fixture samples Consul's health view every
-50 ms for the whole test and fails it if two passing primaries ever show up at once.
+Each test is an operator story. The sidecars run as allocations of the Nomad model (its
+clients sync the task services every 2 x SLEEP) unless a test says it is about Consul
+alone. The `observer` fixture samples Consul's health view every 50 ms for the whole test
+and fails it if two passing primaries ever show up at once.
 """
 
 from __future__ import annotations
@@ -12,24 +14,19 @@ import time
 import pytest
 import requests
 
-from tests.harness import Group, HealthObserver, Sidecar, wait_for
-from tests.integration.conftest import SLEEP, TTL
+from tests.harness import Group, HealthObserver, NomadGroup, NomadSidecar, Sidecar, wait_for
+from tests.integration.conftest import (
+    CONSUL_ONLY,
+    SLEEP,
+    TTL,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def tags(sidecar: Sidecar) -> list[str]:
-    """The tags of the instance that carries the sidecar's role ([] when it is not there)."""
-    reply = requests.get(f"{sidecar.agent}/v1/agent/service/{sidecar.published_id}", timeout=2)
-    if reply.status_code == 404:
-        return []
-    reply.raise_for_status()
-    return list(reply.json()["Tags"])
-
-
-def published(sidecar: Sidecar) -> bool:
-    reply = requests.get(f"{sidecar.agent}/v1/agent/service/{sidecar.published_id}", timeout=2)
-    return reply.status_code == 200
+    """The labels on the sidecar's instances, on whichever registration carries them."""
+    return sorted(sidecar.labels())
 
 
 def replicas_labelled(group: Group, leader: Sidecar) -> bool:
@@ -44,14 +41,12 @@ def test_three_sidecars_elect_one_primary_quickly(group: Group, observer: Health
     started = time.monotonic()
     leader = group.wait_single_primary(timeout=2.0)
     assert time.monotonic() - started <= 2.0
-    service = leader.published_service()
-    assert "primary" in service["Tags"] and "replica" not in service["Tags"]
-    assert service["Meta"]["session"] == group.kv()["Session"]  # type: ignore[index]
-    assert service["Service"] == group.service
-    assert service["Port"] == leader.agent_service()["Port"]
-    # Nomad's own registration is never written: its tags and Meta are as Nomad left them.
-    nomad = leader.agent_service()
-    assert nomad["Tags"] == ["v1"] and nomad["Meta"] == {"external-source": "nomad"}
+    labelled = [s for s in leader.instances() if "primary" in s["Tags"]]
+    assert labelled and all("replica" not in s["Tags"] for s in labelled)
+    session = group.kv()["Session"]  # type: ignore[index]
+    assert {s["Meta"].get("session") for s in labelled} == {session}
+    # The rest of Nomad's definition of the task service is kept.
+    assert leader.agent_service()["Meta"]["external-source"] == "nomad"
     wait_for(lambda: replicas_labelled(group, leader), 2.0, "replica labels on the others")
     assert [s.name for s in group.leaders_by_status()] == [leader.name]
     assert leader.endpoint("/primary") == 200
@@ -69,7 +64,7 @@ def test_sigterm_hands_over_within_a_second(group: Group, observer: HealthObserv
     new = group.wait_single_primary(timeout=1.0, exclude=old)
     assert time.monotonic() - signalled <= 1.0
     assert old.wait(timeout=5.0) == 0
-    assert not published(old), "a clean shutdown withdraws the sidecar's own instance"
+    assert "primary" not in tags(old)
     assert group.kv()["Session"] != old_session  # type: ignore[index]
     sessions = requests.get(f"{group.any_agent()}/v1/session/list", timeout=2).json()
     assert old_session not in {s["ID"] for s in sessions}, "the old session was not destroyed"
@@ -134,7 +129,7 @@ def test_overwritten_key_value_is_written_back(group: Group, observer: HealthObs
     ).raise_for_status()
     wait_for(lambda: b"garbage" not in _value(group), 1.0, "the leader's value written back")
     assert group.kv()["Session"] == session  # type: ignore[index]
-    assert group.the_primary() is leader
+    assert group.the_primary() is leader, group.describe()
 
 
 def _value(group: Group) -> bytes:
@@ -144,15 +139,17 @@ def _value(group: Group) -> bytes:
     return base64.b64decode(entry["Value"]) if entry and entry.get("Value") else b""
 
 
-def test_nomad_re_registering_its_service_changes_nothing(group: Group,
-                                                         observer: HealthObserver) -> None:
-    from tests.harness import register_like_nomad
-
+def test_nomad_syncs_find_nothing_to_put_back(group: NomadGroup,
+                                              observer: HealthObserver) -> None:
+    """The role lives on the sidecar's own registration: Nomad's copy of its service and the
+    agent's agree, so neither an operations nor a periodic sync re-registers anything, and
+    the primary stays where it is (before, each sync wrote over the labels and Meta)."""
     leader = group.wait_single_primary(timeout=3.0)
-    register_like_nomad(leader.agent, leader.service_id, group.service, 5432)
+    for reason in ("operations", "periodic"):
+        (record,) = group.sync_now(reason, [leader.node])
+        assert leader.service_id not in record.reregistered
+        assert group.the_primary() is leader
     assert "primary" in tags(leader)
-    group.wait_single_primary(timeout=1.0)
-    assert group.the_primary() is leader
 
 
 def test_short_server_outage_changes_nothing(
@@ -171,7 +168,7 @@ def test_short_server_outage_changes_nothing(
     )
     assert leader.status()["state"] == "Leader"
     assert leader.status()["session"] == before
-    assert group.the_primary() is leader
+    assert group.the_primary() is leader, group.describe()
 
 
 def test_long_server_outage_steps_down_then_recovers(
@@ -219,7 +216,7 @@ def test_sigint_stops_a_follower_cleanly(group: Group, observer: HealthObserver)
     assert follower.wait(timeout=5.0) == 0
     sessions = requests.get(f"{group.any_agent()}/v1/session/list", timeout=2).json()
     assert session not in {s["ID"] for s in sessions}
-    assert group.the_primary() is leader
+    assert group.the_primary() is leader, group.describe()
     assert "Traceback" not in follower.logs()
 
 
@@ -228,22 +225,33 @@ def _deregister(sidecar: Sidecar) -> None:
     requests.put(url, timeout=2).raise_for_status()
 
 
-def test_leader_whose_service_is_gone_hands_over(group: Group, observer: HealthObserver) -> None:
-    """Nomad stops the main task (and deregisters its service) before the sidecar."""
-    from tests.harness import register_like_nomad
-
+@pytest.mark.parametrize("group", [{"restart_delay": 2 * TTL}], indirect=True)
+def test_leader_whose_service_is_gone_hands_over(group: NomadGroup,
+                                                 observer: HealthObserver) -> None:
+    """The leader's main task dies: Nomad deregisters its service at once and runs the task
+    again after the restart delay (2 x TTL here, so the handover happens in between)."""
     old = group.wait_single_primary(timeout=3.0)
-    _deregister(old)
+    assert isinstance(old, NomadSidecar) and old.allocation is not None
+    main = old.allocation.task("db")
+    main_process = main.process
+    assert main_process is not None
+    main_process.send_signal(signal.SIGKILL)
     # One renew interval of grace for a re-registration, then the usual takeover.
     new = group.wait_single_primary(timeout=SLEEP + TTL + 1.0, exclude=old)
     wait_for(lambda: old.status()["state"] == "NoSession", 2.0, "the old leader without a session")
     assert old.running()
-    # Its service back: it competes again, as a follower of the new leader.
-    register_like_nomad(old.agent, old.service_id, group.service, 5432)
+    # Nomad runs the main task again and registers its service: the old leader competes
+    # again, as a follower of the new one.
+    wait_for(lambda: main.process is not None and main.process is not main_process,
+             2 * TTL * 1.25 + 1.0, "Nomad restarting the main task")
     wait_for(lambda: old.status()["state"] == "Follower", 3.0, "the old leader following")
-    assert group.the_primary() is new
+    assert group.the_primary() is new, group.describe()
 
 
+# About the sidecar and the agent alone: a deregistration and a registration back to back on
+# the agent. Nomad never does that to a running task's service (it re-registers in place),
+# so there is nothing for the model to do here.
+@pytest.mark.parametrize("group", [CONSUL_ONLY], indirect=True)
 def test_quick_reregistration_keeps_the_leader(group: Group, observer: HealthObserver) -> None:
     from tests.harness import register_like_nomad
 
@@ -253,4 +261,4 @@ def test_quick_reregistration_keeps_the_leader(group: Group, observer: HealthObs
     register_like_nomad(leader.agent, leader.service_id, group.service, 5432)
     wait_for(lambda: "primary" in tags(leader), 2.0, "the primary label back")
     assert leader.status()["session"] == session
-    assert group.the_primary() is leader
+    assert group.the_primary() is leader, group.describe()

@@ -6,10 +6,11 @@ shipped alert rules expect), 1 s scrape and evaluation intervals, and the shippe
 `deploy/prometheus/alerts.yml` as its rule file. Every PromQL condition is polled with a
 deadline, since scrapes and rule evaluations happen on Prometheus's own schedule.
 
-What must hold: `sum(consul_leader_is_leader)` is 1 after the election and again after the
-leader is stopped with SIGTERM, and it is then the new leader that reports 1; the transition
-counters show the new leader's move to Leader; in steady state no alert is pending or firing;
-the stopped sidecar brings ConsulLeaderSidecarDown to pending.
+The sidecars are allocations of the Nomad model. What must hold: `sum(consul_leader_is_leader)`
+is 1 after the election and again after Nomad stops the leader's allocation (main task, then
+SIGTERM to the sidecar), and it is then the new leader that reports 1; the transition counters
+show the new leader's move to Leader; in steady state no alert is pending or firing; the
+stopped sidecar brings ConsulLeaderSidecarDown to pending.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 import requests
 import yaml
 
-from tests.harness import REPO, Group, HealthObserver, Sidecar, free_port, wait_for
+from tests.harness import REPO, HealthObserver, NomadGroup, Sidecar, free_port, wait_for
 from tests.integration.support import require_binary, role_endpoints_checked
 
 pytestmark = pytest.mark.slow
@@ -137,7 +138,7 @@ def leaders_reported(prometheus: Prometheus) -> list[str]:
 
 
 def test_one_leader_in_prometheus_before_and_after_handover(
-    group: Group, observer: HealthObserver, tmp_path: Path
+    group: NomadGroup, observer: HealthObserver, tmp_path: Path
 ) -> None:
     targets = [instance(s) for s in group.sidecars]
     with running_prometheus(tmp_path / "prometheus", targets, group.service) as prometheus, \
@@ -155,7 +156,7 @@ def test_one_leader_in_prometheus_before_and_after_handover(
         to_leader = 'sum by (instance) (consul_leader_transitions_total{to="Leader"})'
         before = prometheus.vector(to_leader)
 
-        old.send(signal.SIGTERM)
+        group.stop(old)
         new = group.wait_single_primary(timeout=3.0, exclude=old)
         probe.expect(new, "Leader")
         wait_for(lambda: prometheus.scalar("sum(consul_leader_is_leader)") == 1

@@ -142,7 +142,7 @@ def test_seed_mode_labels_the_task_service_and_writes_nothing_else_there(
         nomad = leader.agent_service()
         assert "primary" in nomad["Tags"] and nomad["Meta"] == {"external-source": "nomad"}
         ours = [c for c in agent_checks(group, leader.node).values()
-                if c["ServiceID"] == leader.service_id]
+                if c["ServiceID"] == leader.service_id and c["CheckID"].startswith("consul-")]
         assert ours == [], "no check of ours on Nomad's registration"
         services = requests.get(f"{leader.agent}/v1/agent/services", timeout=2).json()
         assert not [sid for sid in services if sid.startswith("consul-leader-")

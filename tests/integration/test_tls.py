@@ -38,6 +38,11 @@ from tests.integration.support import (
 
 pytestmark = pytest.mark.slow
 
+# Consul alone, on purpose: these tests are about the sidecar's TLS to its agent, and the
+# Nomad model's registration client (tests/nomad_double/consul_api.py) speaks plain HTTP with
+# no CA and no client certificate, so it could not register a service with an agent that
+# serves HTTPS (let alone one that verifies clients). The sidecars run without an allocation.
+
 SERVER_NAME = "consul.test"
 KV_PATH = "consul-leader/db/lock"  # the sidecars' default key for service "db"
 

@@ -8,13 +8,14 @@ What must hold:
 * `CONSUL_HTTP_TOKEN_FILE` wins over `CONSUL_HTTP_TOKEN` (surrounding whitespace stripped).
 * After a 403 the sidecar re-reads the token file: a token revoked and replaced in the file
   (what Nomad does when it rotates a workload identity token) is picked up without a restart.
+  The sidecars are allocations of the Nomad model there, reading their task's
+  secrets/consul_token.
 * No token secret appears in any log line, /status or /metrics.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import Sidecar, wait_for
+from tests.harness import NomadSidecar, Sidecar, wait_for
 from tests.integration.support import (
     AclCluster,
     SecretVault,
@@ -80,12 +81,14 @@ def test_secret_scan_finds_a_leak(tmp_path: Path) -> None:
         pass
 
 
+# Consul alone: the test sets CONSUL_HTTP_TOKEN itself, which under Nomad the workload
+# identity's hook overrides with the task's own token.
 def test_token_file_wins_over_the_environment(acl_cluster: AclCluster, tmp_path: Path) -> None:
     # Known to Consul but granted nothing: used, it would be refused with 403.
     env_token = acl_cluster.token("env", [])
     token_file = tmp_path / "consul_token"
     write_token_file(token_file, acl_cluster.token("file", SIDECAR_RULES))
-    group = acl_cluster.group()
+    group = acl_cluster.consul_only_group()
     try:
         with role_endpoints_checked(lambda: group.sidecars) as probe:
             both = group.add("n1", env={"CONSUL_HTTP_TOKEN": env_token,
@@ -106,24 +109,29 @@ def test_token_file_wins_over_the_environment(acl_cluster: AclCluster, tmp_path:
     assert "Permission denied" not in both.logs()
 
 
-def test_rotated_token_file_is_read_again_after_a_403(acl_cluster: AclCluster,
-                                                      tmp_path: Path) -> None:
-    token_file = tmp_path / "consul_token"
-    old_token = acl_cluster.token("before-rotation", SIDECAR_RULES)
-    write_token_file(token_file, old_token)
-    group = acl_cluster.group()
+def rotate(acl_cluster: AclCluster, sidecar: Sidecar) -> None:
+    """Revoke the task's token and write a new one into its secrets/consul_token."""
+    assert isinstance(sidecar, NomadSidecar)
+    token_file = sidecar.task_runner.dirs.secrets / "consul_token"
+    assert token_file.read_text().strip() == acl_cluster.task_token(sidecar)
+    acl_cluster.consul.revoke_acl_token(acl_cluster.task_token(sidecar))
+    write_token_file(token_file, acl_cluster.token("after-rotation", SIDECAR_RULES))
+
+
+def test_rotated_token_file_is_read_again_after_a_403(acl_cluster: AclCluster) -> None:
+    group = acl_cluster.group(SIDECAR_RULES)
     try:
         with role_endpoints_checked(lambda: group.sidecars) as probe:
             for node in ("n1", "n2"):
-                group.add(node, env={"CONSUL_HTTP_TOKEN_FILE": str(token_file)})
+                group.add(node)
             leader = wait_found(lambda: acl_cluster.primary(group), 5.0, "a passing primary")
             follower = next(s for s in group.sidecars if s is not leader)
             probe.expect(follower, "Follower")
             session = leader.status()["session"]
             pids = [s.pid for s in group.sidecars]
 
-            acl_cluster.consul.revoke_acl_token(old_token)
-            write_token_file(token_file, acl_cluster.token("after-rotation", SIDECAR_RULES))
+            for sidecar in group.sidecars:
+                rotate(acl_cluster, sidecar)
             rotated = time.monotonic()
 
             for sidecar in group.sidecars:
@@ -138,8 +146,9 @@ def test_rotated_token_file_is_read_again_after_a_403(acl_cluster: AclCluster,
             assert [s.pid for s in group.sidecars] == pids and all(
                 s.running() for s in group.sidecars)
 
-            # The new token does everything else too: a clean handover on SIGTERM.
-            leader.send(signal.SIGTERM)
+            # The new token does everything else too: a clean handover when Nomad stops the
+            # leader's allocation (main task first, then SIGTERM to the sidecar).
+            group.stop(leader)
             wait_for(lambda: acl_cluster.primary(group) is follower, 3.0, "the follower leading")
             probe.expect(follower, "Leader")
             assert leader.wait(timeout=5.0) == 0

@@ -141,3 +141,17 @@ def test_command_runs_a_job_and_stops_it_in_nomads_order_on_sigterm(
         assert logged(Path(allocation["tasks"]["leader"]["stdout"]), "signal SIGTERM")
     for node in consul.node_names:
         assert not agent_get(consul, node, "/v1/agent/services").json()
+
+
+def test_agent_client_counts_what_the_agent_answered(consul: ConsulDouble) -> None:
+    """AgentClient.answered: every request the agent answered, errors included, as the
+    stand-in's own statistics count them (what a benchmark takes off the node's load)."""
+    from tests.nomad_double.consul_api import AgentClient, ConsulError
+
+    client = AgentClient(consul.node_addr("n2"))
+    consul.reset_stats()
+    client.services()
+    with pytest.raises(ConsulError):
+        client.service("no-such-service")  # 404: answered all the same
+    assert client.answered == 2
+    assert consul.stats()["nodes"]["n2"]["total"] == 2

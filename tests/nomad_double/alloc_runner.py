@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tests.harness import free_port
+from tests.ports import free_port
 
 from .consul_api import ConsulError
 from .env import AllocInfo

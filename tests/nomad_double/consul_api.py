@@ -31,6 +31,15 @@ class AgentClient:
         self.agent_token = agent_token
         self.timeout = timeout
         self._local = threading.local()
+        self._answered = 0
+        self._answered_lock = threading.Lock()
+
+    @property
+    def answered(self) -> int:
+        """Requests the agent answered (any status): those its request statistics count, so
+        a benchmark can tell Nomad's own load from its tasks'."""
+        with self._answered_lock:
+            return self._answered
 
     # -- reads (always the agent's own token) ------------------------------------------
 
@@ -87,6 +96,8 @@ class AgentClient:
                                             timeout=self.timeout, **kwargs)
         except requests.RequestException as error:
             raise ConsulError(f"{method} {path}: {error}") from None
+        with self._answered_lock:
+            self._answered += 1
         if reply.status_code != 200:
             raise ConsulError(f"{method} {path}: {reply.status_code} {reply.text.strip()[:200]}")
         return reply

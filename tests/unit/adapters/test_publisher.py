@@ -299,6 +299,17 @@ def test_with_its_target_gone_our_instance_still_drops_a_role_we_no_longer_hold(
     port.assert_done()
 
 
+def test_a_clean_shutdown_waits_for_no_primary_of_ours_even_with_the_target_gone() -> None:
+    p, port, posts, _ = publisher()
+    as_replica(p, port, posts)
+    p.publish(Role.REPLICA, None, None)
+    port.always("agent_service", lambda c: GONE if c.args[0] == TARGET
+                else ours(("v1", "replica")))
+    p.step()
+    assert p.wait_published(Role.REPLICA, timeout=0.0)
+    assert Event.REPLICA_PUBLISHED not in posts.events()  # but nothing to compete for
+
+
 def test_with_its_target_gone_our_instance_never_gains_the_primary_label() -> None:
     p, port, posts, clock = publisher()
     as_replica(p, port, posts)
