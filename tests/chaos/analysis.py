@@ -5,6 +5,13 @@ Pure functions of a `Timeline` (no I/O), so they are unit-tested with hand-made 
 Definitions (also printed under the table):
 * overlap: total time during which Consul's health view listed two or more passing primaries
   (each sample counts until the next one).
+* no passing primary: total time, in the judged window (from the cluster's first settled
+  instant to the end of the run), during which the observer's last answered sample of
+  `health/service/<name>?tag=<primary>&passing` listed no instance at all. Each answered
+  sample counts from its midpoint (between sending and the answer) to the next sample's
+  midpoint; the span of an unanswered sample (no answer within 1 s) is unobserved and counts
+  for nothing. One primary share: the time with exactly one instance listed, over the
+  observed time in the window (steady state wants 100 %).
 * no leader: a stretch during which Consul listed no passing primary whose sidecar claimed
   leadership by /status (what /primary answers 200 for); a listed but dead or paused
   primary serves no one, so it counts as no leader.
@@ -42,11 +49,57 @@ HOT_LOOP_REQUESTS_PER_SECOND = 100
 # -- Consul's view ---------------------------------------------------------------------------
 
 
-def overlap_seconds(health: Sequence[HealthSample]) -> float:
-    total = 0.0
+@dataclass(frozen=True)
+class ViewTimes:
+    """How long Consul's health view listed no, one, or several passing primaries, and how
+    long it went unobserved (samples without an answer)."""
+
+    none: float = 0.0
+    one: float = 0.0
+    several: float = 0.0
+    unobserved: float = 0.0
+
+    @property
+    def observed(self) -> float:
+        return self.none + self.one + self.several
+
+    @property
+    def one_share(self) -> float | None:
+        return self.one / self.observed if self.observed > 0 else None
+
+
+def view_times(health: Sequence[HealthSample], start: float = float("-inf"),
+               end: float = float("inf")) -> ViewTimes:
+    """Each sample's span, from its midpoint to the next sample's, clipped to [start, end]
+    and summed by what the sample listed (see the module text)."""
+    totals = {"none": 0.0, "one": 0.0, "several": 0.0, "unobserved": 0.0}
     for sample, following in itertools.pairwise(health):
-        if (sample.count or 0) >= 2:
-            total += following.at - sample.at
+        span = min(following.at, end) - max(sample.at, start)
+        if span <= 0:
+            continue
+        count = sample.count
+        kind = ("unobserved" if count is None else "none" if count == 0
+                else "one" if count == 1 else "several")
+        totals[kind] += span
+    return ViewTimes(**totals)
+
+
+def overlap_seconds(health: Sequence[HealthSample]) -> float:
+    return view_times(health).several
+
+
+def nomad_rewrites(timeline: Timeline, start: float) -> int:
+    """How many of Nomad's syncs re-registered a sidecar's existing service after `start`."""
+    return sum(1 for event in timeline.events if event.at >= start and event.rewrote)
+
+
+def listed_between(timeline: Timeline, lane: str, start: float, end: float) -> float:
+    """How long, within [start, end], Consul listed `lane`'s instance as a passing primary."""
+    total = 0.0
+    for sample, following in itertools.pairwise(timeline.health_sorted()):
+        span = min(following.at, end) - max(sample.at, start)
+        if span > 0 and lane in (timeline.lane_of(p) for p in sample.primaries or ()):
+            total += span
     return total
 
 
@@ -298,11 +351,13 @@ def unchanged_leadership_violations(timeline: Timeline, start: float, leader_lan
     no sidecar changes state."""
     problems = []
     end = timeline.finished_at if end is None else end
-    leader_service = next(sid for sid, lane in timeline.owners.items() if lane == leader_lane)
     for sample in timeline.health_sorted():
-        if start <= sample.at <= end and sample.primaries is not None \
-                and sample.primaries != (leader_service,):
-            problems.append(f"Consul listed {len(sample.primaries)} primaries at "
+        if not start <= sample.at <= end or sample.primaries is None:
+            continue
+        lanes = tuple(timeline.lane_of(p) or "?" for p in sample.primaries)
+        if lanes != (leader_lane,):
+            listed = ", ".join(lanes) or "none"
+            problems.append(f"Consul listed {len(lanes)} primaries ({listed}) at "
                             f"+{sample.at - start:.2f}s (expected {leader_lane} throughout)")
             break
     for lane in timeline.lanes:

@@ -5,6 +5,12 @@ down the sampling of the others or of Consul. Consul is asked through an agent t
 sidecar (faults are injected on the sidecars' nodes), with `?stale` so a server outage shows
 what the servers last agreed on instead of a gap; the stand-in has no replication lag, so a
 stale read equals a consistent one while there is a leader.
+
+Each listed instance is attributed to the sidecar whose allocation it names (its service ID
+or a Meta value carries the allocation ID), not to one exact service ID: whatever
+registration publishes the role, its instance counts for that allocation's sidecar.
+Sidecars that join during the run (`discover`: a drain's replacement allocations) get a lane
+and a sampler of their own from the next health sample on.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from typing import Any
 
 import requests
 
+from tests.chaos.members import Member
 from tests.chaos.timeline import EXITED, UNREACHABLE, HealthSample, StatusSample, Timeline
-from tests.harness import Sidecar
 
 PERIOD = 0.05
 HEALTH_TIMEOUT = 1.0
@@ -31,28 +37,28 @@ class Observer:
         timeline: Timeline,
         health_url: str,
         primary_label: str,
-        sidecars: list[Sidecar],
+        members: Callable[[], list[Member]],
         token: str | None = None,
+        discover: Callable[[], list[Member]] | None = None,
     ) -> None:
         self.timeline = timeline
         self._health_url = health_url
         self._params = {"tag": primary_label, "passing": "", "stale": ""}
         self._headers = {"X-Consul-Token": token} if token else {}
-        self._sidecars = sidecars
+        self._members = members
+        self._discover = discover
         self._stop = threading.Event()
+        self._threads_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._loop, args=(self._sample_health,),
                              name="observe-health", daemon=True),
-            *(
-                threading.Thread(target=self._loop, args=(self._status_sampler(s),),
-                                 name=f"observe-{s.name}", daemon=True)
-                for s in sidecars
-            ),
+            *(self._status_thread(m) for m in members()),
         ]
 
     def __enter__(self) -> Observer:
-        for thread in self._threads:
-            thread.start()
+        with self._threads_lock:
+            for thread in self._threads:
+                thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -62,7 +68,9 @@ class Observer:
         if self._stop.is_set():
             return
         self._stop.set()
-        for thread in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
             if thread.ident is not None:  # started
                 thread.join(5)
         self.timeline.close()
@@ -72,8 +80,12 @@ class Observer:
         timeline = self.timeline
         health = any(s.sent >= since for s in timeline.health[-5:])
         lanes = all(any(s.sent >= since for s in timeline.status[lane][-5:])
-                    for lane in timeline.lanes)
+                    for lane in list(timeline.lanes))
         return health and lanes
+
+    def _status_thread(self, member: Member) -> threading.Thread:
+        return threading.Thread(target=self._loop, args=(self._status_sampler(member),),
+                                name=f"observe-{member.name}", daemon=True)
 
     def _loop(self, sample: Callable[[requests.Session], None]) -> None:
         with requests.Session() as http:
@@ -82,34 +94,59 @@ class Observer:
                 sample(http)
                 self._stop.wait(max(0.0, PERIOD - (time.monotonic() - started)))
 
+    def _adopt_newcomers(self) -> None:
+        if self._discover is None:
+            return
+        for member in self._discover():
+            self.timeline.add_lane(member.name, member.label)
+            thread = self._status_thread(member)
+            with self._threads_lock:
+                if self._stop.is_set():
+                    return
+                self._threads.append(thread)
+                thread.start()
+
     def _sample_health(self, http: requests.Session) -> None:
+        with contextlib.suppress(Exception):  # a failed look at Nomad must not end sampling
+            self._adopt_newcomers()
         sent = time.monotonic()
         primaries: tuple[str, ...] | None = None
         with contextlib.suppress(requests.RequestException, ValueError, KeyError, TypeError):
             reply = http.get(self._health_url, params=self._params, headers=self._headers,
                              timeout=HEALTH_TIMEOUT)
             if reply.status_code == 200:
-                primaries = tuple(sorted(entry["Service"]["ID"] for entry in reply.json()))
+                entries = reply.json()
+                self._learn_owners(entries)
+                primaries = tuple(sorted(entry["Service"]["ID"] for entry in entries))
         self.timeline.record_health(HealthSample(sent, time.monotonic(), primaries))
 
-    def _status_sampler(self, sidecar: Sidecar) -> Callable[[requests.Session], None]:
+    def _learn_owners(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            service = entry["Service"]
+            if self.timeline.lane_of(service["ID"]) is not None:
+                continue
+            owner = next((m for m in self._members() if m.names_allocation(service)), None)
+            if owner is not None:
+                self.timeline.learn_owner(service["ID"], owner.name)
+
+    def _status_sampler(self, member: Member) -> Callable[[requests.Session], None]:
         def sample(http: requests.Session) -> None:
             sent = time.monotonic()
-            if not sidecar.running():
-                self.timeline.record_status(sidecar.name, StatusSample(sent, sent, EXITED))
+            if not member.running():
+                self.timeline.record_status(member.name, StatusSample(sent, sent, EXITED))
                 return
             try:
-                reply = http.get(f"http://127.0.0.1:{sidecar.status_port}/status",
+                reply = http.get(f"http://127.0.0.1:{member.status_port}/status",
                                  timeout=STATUS_TIMEOUT)
                 document = reply.json()
             except (requests.RequestException, ValueError):
                 # A process that is starting up, paused, or too busy to answer.
                 self.timeline.record_status(
-                    sidecar.name, StatusSample(sent, time.monotonic(), UNREACHABLE)
+                    member.name, StatusSample(sent, time.monotonic(), UNREACHABLE)
                 )
                 return
             self.timeline.record_status(
-                sidecar.name, self._status_sample(document, sent, time.monotonic())
+                member.name, self._status_sample(document, sent, time.monotonic())
             )
 
         return sample

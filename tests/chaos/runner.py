@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos import analysis
-from tests.chaos.cluster import ChaosCluster, ClusterSettings, ProcessExit
+from tests.chaos.cluster import ChaosCluster, ClusterSettings
+from tests.chaos.members import ProcessExit
 from tests.chaos.scenarios import CRASH_BOUND, Run, Scenario
 from tests.chaos.timeline import FaultMark, Timeline
 
@@ -39,6 +40,7 @@ class RunResult:
     run: int
     duration: float
     overlap: float
+    view: analysis.ViewTimes  # Consul's view over the judged window (no / one / several)
     max_no_leader: float
     double_leader: float  # seconds with two sidecars claiming leadership by /status
     detections: list[float]
@@ -50,7 +52,11 @@ class RunResult:
     violations: list[str]
     timeline: Timeline
     workdir: Path
+    # Nomad syncs that re-registered a sidecar's existing service in the judged window
+    # (each one undoes what the sidecar wrote there: Meta, checks, maybe tags).
+    nomad_rewrites: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
+    log_paths: dict[str, list[Path]] = field(default_factory=dict)  # lane -> its logs
 
     @property
     def ok(self) -> bool:
@@ -61,12 +67,17 @@ class RunResult:
             "run": self.run,
             "duration_s": round(self.duration, 3),
             "overlap_s": round(self.overlap, 3),
+            "no_primary_s": round(self.view.none, 3),
+            "one_primary_share": _rounded(self.view.one_share, 4),
+            "observed_s": round(self.view.observed, 3),
+            "unobserved_s": round(self.view.unobserved, 3),
             "max_no_leader_s": round(self.max_no_leader, 3),
             "double_leader_s": round(self.double_leader, 3),
             "detection_s": [round(d, 3) for d in self.detections],
             "recovery_s": _rounded(self.recovery),
             "bound_s": self.bound,
             "leader_changes": self.leader_changes,
+            "nomad_rewrites": self.nomad_rewrites,
             "crashes": self.crashes,
             "busiest_second": self.busiest_second,
             "violations": self.violations,
@@ -81,8 +92,8 @@ class RunResult:
         }
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def expectation_of(scenario: Scenario) -> Expectation:
@@ -109,12 +120,21 @@ def run_scenario(scenario: Scenario, run: int, workdir: Path) -> RunResult:
             problems.append(traceback.format_exc(limit=3))
         problems += context.problems
         measured = context.measured_detection
+        problems += _restarted_or_problem(cluster)
         settle = max(scenario.bound or 0.0, CRASH_BOUND) + SETTLE_MARGIN
         problems += _settled_or_problem(cluster, settle, old_term)
     return judge(
         scenario.name, run, cluster, expectation_of(scenario), leader.name, window_start,
         problems, measured, time.monotonic() - started,
     )
+
+
+def _restarted_or_problem(cluster: ChaosCluster) -> list[str]:
+    try:
+        cluster.await_restarts()
+    except AssertionError as exc:
+        return [f"an exited sidecar did not run again: {exc}"]
+    return []
 
 
 def _settled_or_problem(cluster: ChaosCluster, timeout: float,
@@ -139,6 +159,7 @@ def judge(name: str, run: int, cluster: ChaosCluster, expectation: Expectation,
     return RunResult(
         scenario=name, run=run, duration=duration,
         overlap=analysis.overlap_seconds(timeline.health_sorted()),
+        view=analysis.view_times(timeline.health_sorted(), window_start, timeline.finished_at),
         max_no_leader=analysis.longest_no_leader(timeline, window_start, timeline.finished_at),
         double_leader=analysis.double_leader_seconds(timeline),
         detections=[] if verdict.detection is None else [verdict.detection],
@@ -146,7 +167,8 @@ def judge(name: str, run: int, cluster: ChaosCluster, expectation: Expectation,
         leader_changes=analysis.leader_changes(timeline, window_start, leader_lane),
         crashes=crashes, busiest_second=busiest,
         violations=[*problems, *verdict.violations, *run_wide],
-        timeline=timeline, workdir=cluster.workdir,
+        timeline=timeline, workdir=cluster.workdir, log_paths=log_paths_of(cluster),
+        nomad_rewrites=analysis.nomad_rewrites(timeline, window_start),
     )
 
 
@@ -216,9 +238,11 @@ def _safety_violations(timeline: Timeline, settings: ClusterSettings) -> list[st
     overlaps = analysis.overlap_samples(timeline.health_sorted())
     if overlaps:
         first = overlaps[0]
+        lanes = [timeline.lane_of(p) or p for p in first.primaries or ()]
         violations.append(
-            f"two passing primaries in Consul in {len(overlaps)} samples, first at "
-            f"+{first.at - timeline.origin:.2f}s: {list(first.primaries or ())}"
+            f"two passing primaries in Consul in {len(overlaps)} samples "
+            f"({analysis.overlap_seconds(timeline.health_sorted()):.2f}s), first at "
+            f"+{first.at - timeline.origin:.2f}s: {', '.join(lanes)}"
         )
     pairs = analysis.untolerated_status_overlaps(timeline, settings.ttl, settings.lock_delay)
     if pairs:
@@ -231,6 +255,10 @@ def _safety_violations(timeline: Timeline, settings: ClusterSettings) -> list[st
     return violations
 
 
+def log_paths_of(cluster: ChaosCluster) -> dict[str, list[Path]]:
+    return {member.name: member.log_paths() for member in cluster.sidecars}
+
+
 WORKER_RESTARTED = "worker failed; restarting it"  # adapters/threads.py: a bug caught by the net
 UNCAUGHT = "Traceback (most recent call last)"  # a thread that died outside the net
 
@@ -238,11 +266,7 @@ UNCAUGHT = "Traceback (most recent call last)"  # a thread that died outside the
 def crash_reports(exits: list[ProcessExit], cluster: ChaosCluster) -> list[str]:
     """A process that ended on its own, ended badly after SIGTERM, or a thread that died of
     an error nobody foresaw (even if the sidecar restarted it)."""
-    reports = [
-        f"{e.name} exited with {e.code} "
-        f"({'after ' + e.signalled if e.signalled else 'nobody stopped it'})"
-        for e in exits if e.crashed
-    ]
+    reports = [e.describe() for e in exits if e.crashed]
     for sidecar in cluster.sidecars:
         logs = sidecar.logs()
         for marker, what in ((UNCAUGHT, "uncaught exception(s)"),

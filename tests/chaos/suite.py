@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.chaos import fuzz, soak
+from tests.chaos.known import KnownProblem
 from tests.chaos.report import ScenarioSummary, timeline_svg
 from tests.chaos.runner import RunResult, run_scenario
 from tests.chaos.scenarios import SCENARIOS, TTL
@@ -30,13 +31,18 @@ class Entry:
     detection: str
     ci: bool
     repeatable: bool  # worth several runs (the fuzz and the soak are one long run each)
+    mode: str = "nomad"  # "nomad" (Nomad in the loop) or "consul-only"
+    expected_failure: KnownProblem | None = None  # see known.py
 
 
 def entries() -> list[Entry]:
-    listed = [Entry(s.name, s.item, s.title, s.detection.meaning, s.ci, True)
+    listed = [Entry(s.name, s.item, s.title, s.detection.meaning, s.ci, True,
+                    s.settings.mode, s.expected_failure)
               for s in SCENARIOS.values()]
-    listed.append(Entry(fuzz.NAME, 12, fuzz.TITLE, fuzz.DETECTION, True, False))
-    listed.append(Entry(soak.NAME, 13, soak.TITLE, soak.DETECTION, True, False))
+    listed.append(Entry(fuzz.NAME, 12, fuzz.TITLE, fuzz.DETECTION, True, False,
+                        fuzz.SETTINGS.mode))
+    listed.append(Entry(soak.NAME, 13, soak.TITLE, soak.DETECTION, True, False,
+                        soak.SETTINGS.mode, soak.EXPECTED_FAILURE))
     return listed
 
 
@@ -66,7 +72,8 @@ def run_entry(item: Entry, options: Options, workdir: Path,
         progress(f"{item.name} run {number}/{runs}: {verdict} "
                  f"({time.monotonic() - started:.1f}s)")
         results.append(result)
-    return ScenarioSummary(item.name, item.item, item.title, item.detection, results)
+    return ScenarioSummary(item.name, item.item, item.title, item.detection, results,
+                           item.mode, item.expected_failure)
 
 
 def _run_once(item: Entry, number: int, workdir: Path, options: Options) -> RunResult:
@@ -75,6 +82,14 @@ def _run_once(item: Entry, number: int, workdir: Path, options: Options) -> RunR
     if item.name == soak.NAME:
         return soak.run_soak(number, workdir, options.soak_minutes, options.seed)
     return run_scenario(SCENARIOS[item.name], number, workdir)
+
+
+def unexcused_violations(summary: ScenarioSummary) -> list[str]:
+    """The violations its expected failure does not excuse (all of them when it names
+    none; see known.py)."""
+    problem = summary.expected_failure
+    return [f"run {r.run}: {v}" for r in summary.results for v in r.violations
+            if problem is None or not problem.excuses(v, r.nomad_rewrites)]
 
 
 def draw(summary: ScenarioSummary, path: Path) -> Path:
@@ -87,8 +102,13 @@ def draw(summary: ScenarioSummary, path: Path) -> Path:
 def settings_json(options: Options) -> dict[str, object]:
     from tests.chaos.scenarios import BASE
 
+    nomad = BASE.nomad
     return {
         "ttl_s": TTL, "sleep_s": BASE.sleep, "lock_delay_s": BASE.lock_delay,
+        "nomad": None if nomad is None else {
+            "sync_period_s": nomad.sync_period, "check_interval_s": nomad.check_interval,
+            "restart_delay_s": nomad.restart_delay, "kill_timeout_s": nomad.kill_timeout,
+            "min_healthy_time_s": nomad.min_healthy_time},
         "runs": options.runs, "soak_minutes": options.soak_minutes,
         "fuzz_examples": options.fuzz_examples, "seed": options.seed,
         "python": sys.version.split()[0],

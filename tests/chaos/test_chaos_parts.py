@@ -19,6 +19,8 @@ import pytest
 import requests
 
 from tests.chaos import analysis
+from tests.chaos.known import REVOKED_TOKEN_KEEPS_ROLE_CHECK, KnownProblem
+from tests.chaos.members import ProcessExit, ProcessSidecar
 from tests.chaos.mutations import (
     BackwardsIndex,
     Corrupt,
@@ -33,6 +35,7 @@ from tests.chaos.mutations import (
 from tests.chaos.proxy import Delivery, Exchange, FaultProxy
 from tests.chaos.report import ScenarioSummary, table, timeline_svg
 from tests.chaos.runner import RunResult
+from tests.chaos.suite import unexcused_violations
 from tests.chaos.timeline import (
     FOLLOWER,
     LEADER,
@@ -41,6 +44,7 @@ from tests.chaos.timeline import (
     HealthSample,
     StatusSample,
     Timeline,
+    TimelineEvent,
 )
 
 A, B = "svc-a", "svc-b"
@@ -197,6 +201,50 @@ def test_unchanged_leadership_flags_a_state_change_or_another_primary() -> None:
     assert "2 primaries" in analysis.unchanged_leadership_violations(timeline, 1.0, "a")[0]
 
 
+def test_view_times_split_the_window_by_what_each_sample_listed() -> None:
+    timeline = make_timeline()
+    # listed: a from 0, nobody from 1, no answer from 2, a and b from 2.5, a from 3 to 4
+    for at, listed in ((0.0, (A,)), (0.5, (A,)), (1.0, ()), (2.0, (None,)), (2.5, (A, B)),
+                       (3.0, (A,)), (4.0, (A,))):
+        health(timeline, at, *listed)
+    view = analysis.view_times(timeline.health_sorted())
+    assert (view.one, view.none, view.unobserved, view.several) == pytest.approx(
+        (2.0, 1.0, 0.5, 0.5))
+    assert view.observed == pytest.approx(3.5)
+    assert view.one_share == pytest.approx(2.0 / 3.5)
+    clipped = analysis.view_times(timeline.health_sorted(), start=0.75, end=1.25)
+    assert (clipped.one, clipped.none) == pytest.approx((0.25, 0.25))
+    assert analysis.ViewTimes().one_share is None  # nothing observed: no share
+
+
+def test_listed_between_is_the_time_a_lane_was_listed_within_the_bounds() -> None:
+    timeline = make_timeline()
+    for at, listed in ((0.0, (A,)), (1.0, (B,)), (2.0, (A, B)), (3.0, ())):
+        health(timeline, at, *listed)
+    assert analysis.listed_between(timeline, "b", 0.0, 3.0) == pytest.approx(2.0)
+    assert analysis.listed_between(timeline, "a", 0.5, 2.5) == pytest.approx(1.0)
+
+
+def test_nomad_rewrites_count_syncs_that_registered_a_sidecars_service_again() -> None:
+    timeline = make_timeline()
+    timeline.record_event(TimelineEvent(1.0, "Nomad periodic sync", ("a",), "re-registered",
+                                        rewrote=("a",)))
+    timeline.record_event(TimelineEvent(2.0, "Nomad operations sync", ("b",), "registered"))
+    timeline.record_event(TimelineEvent(3.0, "Nomad periodic sync", ("b",), "re-registered",
+                                        rewrote=("b",)))
+    assert analysis.nomad_rewrites(timeline, 0.0) == 2
+    assert analysis.nomad_rewrites(timeline, 1.5) == 1
+
+
+def test_a_lane_added_during_the_run_is_sampled_and_drawn() -> None:
+    timeline = make_timeline()
+    timeline.add_lane("c", "c on node n2 (replaces a)")
+    timeline.learn_owner("svc-c", "c")
+    status(timeline, "c", 1.0, FOLLOWER)
+    assert timeline.lanes == ["a", "b", "c"] and timeline.lane_of("svc-c") == "c"
+    assert timeline.state_at("c", 1.5) is not None
+
+
 def test_percentile_is_nearest_rank() -> None:
     assert analysis.percentile([], 0.5) is None
     assert analysis.percentile([3.0, 1.0, 2.0], 0.5) == 2.0
@@ -343,11 +391,15 @@ def test_refusing_cuts_a_request_in_flight(proxy: FaultProxy) -> None:
 # -- the report ---------------------------------------------------------------------------
 
 
-def run_result(timeline: Timeline, violations: list[str]) -> RunResult:
-    return RunResult(scenario="demo", run=1, duration=5.0, overlap=0.5, max_no_leader=1.0,
+def run_result(timeline: Timeline, violations: list[str], nomad_rewrites: int = 0
+               ) -> RunResult:
+    return RunResult(scenario="demo", run=1, duration=5.0, overlap=0.5,
+                     view=analysis.ViewTimes(none=0.5, one=3.0, several=0.5),
+                     max_no_leader=1.0,
                      double_leader=0.0, detections=[0.2], recovery=1.5, bound=7.0,
                      leader_changes=1, crashes=[], busiest_second={"a": 3},
-                     violations=violations, timeline=timeline, workdir=Path("/tmp/demo"))
+                     violations=violations, timeline=timeline, workdir=Path("/tmp/demo"),
+                     nomad_rewrites=nomad_rewrites)
 
 
 def test_the_picture_is_svg_with_a_lane_per_sidecar_faults_and_red_overlap() -> None:
@@ -378,3 +430,67 @@ def test_the_table_has_a_row_per_scenario_and_says_what_failed() -> None:
     assert first.split()[0] == "calm" and first.split()[-1] == "ok"
     assert second.split()[0] == "stormy" and second.split()[-1] == "FAIL"
     assert "stormy: run 1: it broke" in text
+
+
+# A problem caused by Nomad undoing the sidecar's writes (issue 11 removed the last real one).
+ROLE_CHECK_DELETED = KnownProblem("issue N: a Nomad sync deletes the sidecar's role check")
+
+
+def test_an_expected_failure_shows_as_xfail_or_xpass_and_is_listed_with_its_reason() -> None:
+    timeline = make_timeline()
+    known = ROLE_CHECK_DELETED
+    failed = ScenarioSummary("flaky-view", 14, "t", "d",
+                             [run_result(timeline, ["Consul listed 0 primaries"], 3)],
+                             expected_failure=known)
+    held = ScenarioSummary("fixed", 14, "t", "d", [run_result(timeline, [])],
+                           expected_failure=known)
+    assert (failed.outcome, held.outcome) == ("xfail", "XPASS")
+    assert not failed.unexpected_failure and not held.unexpected_failure
+    text = table([failed, held])
+    assert text.splitlines()[2].split()[-1] == "xfail"
+    assert text.splitlines()[3].split()[-1] == "XPASS"
+    assert f"flaky-view: {known.reason}" in text
+
+
+def test_an_expected_failure_excuses_only_view_violations_of_runs_nomad_rewrote() -> None:
+    timeline = make_timeline()
+    view = "two passing primaries in Consul in 3 samples"
+    crash = "s0 exited with 1 (nobody stopped it)"
+
+    def summary(violations: list[str], rewrites: int, expected: KnownProblem | None
+                ) -> ScenarioSummary:
+        return ScenarioSummary("x", 1, "t", "d", [run_result(timeline, violations, rewrites)],
+                               expected_failure=expected)
+
+    assert unexcused_violations(summary([view], 2, ROLE_CHECK_DELETED)) == []
+    assert unexcused_violations(summary([view, crash], 2, ROLE_CHECK_DELETED)) == [
+        f"run 1: {crash}"]
+    # Nomad never rewrote a sidecar's service: a problem of Nomad's cannot be the cause
+    assert unexcused_violations(summary([view], 0, ROLE_CHECK_DELETED)) == [f"run 1: {view}"]
+    # ... while one that is not Nomad's doing still excuses it
+    assert unexcused_violations(summary([view], 0, REVOKED_TOKEN_KEEPS_ROLE_CHECK)) == []
+    assert unexcused_violations(summary([view], 2, None)) == [f"run 1: {view}"]
+
+
+@pytest.mark.parametrize(("signals", "code", "deaf", "crashed"), [
+    ((), 0, False, True),  # ended although nobody asked
+    (("SIGTERM",), 0, False, False),  # clean shutdown
+    (("SIGTERM",), 1, False, True),  # shut down badly
+    (("SIGKILL",), -9, False, False),  # killed on purpose
+    (("SIGTERM", "SIGKILL"), -9, False, True),  # ignored SIGTERM until the kill timeout
+    (("SIGTERM", "SIGKILL"), -9, True, False),  # ... because the scenario made it deaf
+])
+def test_which_process_exits_are_crashes(signals: tuple[str, ...], code: int, deaf: bool,
+                                         crashed: bool) -> None:
+    assert ProcessExit("s0", code, signals, deaf).crashed is crashed
+
+
+def test_a_service_belongs_to_the_sidecar_whose_allocation_its_id_or_meta_names() -> None:
+    alloc = "0b6f2c1e-7d1a-4c55-9a6e-3f2d1c0b9a88"
+    member = ProcessSidecar("s0", "n1", "http://agent", alloc, f"_nomad-task-{alloc}-db-db-db",
+                            5432, 20000, {}, Path("/tmp/s0.log"), Path("/tmp/token-s0"))
+    assert member.names_allocation({"ID": f"_nomad-task-{alloc}-db-db-db"})
+    assert member.names_allocation({"ID": f"consul-leader-{alloc}-db"})
+    assert member.names_allocation({"ID": "db-primary", "Meta": {"allocation": alloc}})
+    assert not member.names_allocation({"ID": "_nomad-task-another-db-db-db",
+                                        "Meta": {"external-source": "nomad"}})

@@ -86,18 +86,31 @@ class FaultMark:
         return self.start if self.end is None else self.end
 
 
+@dataclass(frozen=True)
+class TimelineEvent:
+    """Something that happened without being a fault (a Nomad sync that wrote services):
+    drawn on the pictures and used to explain what the observer saw, never judged."""
+
+    at: float
+    label: str
+    lanes: tuple[str, ...] = ()  # whose services it touched
+    detail: str = ""
+    rewrote: tuple[str, ...] = ()  # lanes whose existing service it registered again
+
+
 @dataclass
 class Timeline:
     """Thread-safe recorder; read it after the observer has stopped."""
 
     lanes: list[str]
-    owners: dict[str, str]  # target service ID -> lane
+    owners: dict[str, str]  # service ID -> lane (learnt by the observer, see lane_of)
     lane_labels: dict[str, str] = field(default_factory=dict)  # lane -> what to call it
     origin: float = field(default_factory=time.monotonic)
     wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
     health: list[HealthSample] = field(default_factory=list)
     status: dict[str, list[StatusSample]] = field(default_factory=dict)
     faults: list[FaultMark] = field(default_factory=list)
+    events: list[TimelineEvent] = field(default_factory=list)
     end: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # lane -> (sample count when sorted, samples by send time, their send times)
@@ -118,6 +131,22 @@ class Timeline:
     def record_status(self, lane: str, sample: StatusSample) -> None:
         with self._lock:
             self.status[lane].append(sample)
+
+    def add_lane(self, lane: str, label: str) -> None:
+        """A sidecar that joined during the run (an allocation placed later)."""
+        with self._lock:
+            if lane not in self.status:
+                self.lanes.append(lane)
+                self.status[lane] = []
+                self.lane_labels[lane] = label
+
+    def learn_owner(self, service_id: str, lane: str) -> None:
+        with self._lock:
+            self.owners.setdefault(service_id, lane)
+
+    def record_event(self, event: TimelineEvent) -> None:
+        with self._lock:
+            self.events.append(event)
 
     def mark(self, fault: FaultMark) -> FaultMark:
         with self._lock:
@@ -168,4 +197,7 @@ class Timeline:
             return ordered, times
 
     def lane_of(self, service_id: str) -> str | None:
-        return self.owners.get(service_id)
+        """The lane whose allocation the service names (its ID or Meta), as the observer
+        learnt it when the service first showed up; None for a stranger's."""
+        with self._lock:
+            return self.owners.get(service_id)
