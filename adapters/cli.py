@@ -20,7 +20,6 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import consul_leader
-from consul_leader.adapters import logs
 from consul_leader.adapters.config import (
     VARIABLES,
     Config,
@@ -28,9 +27,10 @@ from consul_leader.adapters.config import (
     listen_text,
     load_config,
 )
+from consul_leader.adapters.observability import logs
 
 if TYPE_CHECKING:
-    from consul_leader.adapters.status_server import ListenError
+    from consul_leader.adapters.observability.status_server import ListenError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -126,8 +126,8 @@ def _print_and_exit(text: str) -> int:
 
 def run(config: Config) -> int:
     # Imported late: --help and configuration errors stay cheap.
+    from consul_leader.adapters.observability.status_server import ListenError
     from consul_leader.adapters.sidecar import Sidecar
-    from consul_leader.adapters.status_server import ListenError
 
     logs.configure(config.log_level, config.log_format, _log_context(config))
     try:

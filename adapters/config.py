@@ -47,6 +47,8 @@ from consul_leader.adapters.durations import (
 DEFAULT_CONSUL_ADDRESS = "127.0.0.1:8500"
 DEFAULT_SERVICE_NAME = "consul-leader"
 DEFAULT_LISTEN = ":9500"
+PUBLISH_REGISTRATION = "registration"
+PUBLISH_LABELS = "labels"
 MAX_SESSION_TTL_NS = 24 * HOUR  # Consul's SessionTTLMax
 MAX_LOCK_DELAY_NS = 60 * SECOND  # Consul's MaxLockDelay: it caps silently, we refuse
 DURATION_HINT = "use Go syntax such as 15s or 1m30s"
@@ -80,15 +82,17 @@ class Variable:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_SERVICE_NAME", "consul-leader",
-             "Name of the election: session name, and the lock key's folder when the key "
-             "is not set explicitly."),
+             "Name of the election: session name, the lock key's folder when the key is not "
+             "set explicitly, and which of the allocation's services to publish for (those "
+             "with this name, if any; else all of them)."),
     Variable("CONSUL_LEADER_KEY",
              "/consul-leader/lock, or /consul-leader/<service name>/lock when "
              "CONSUL_LEADER_SERVICE_NAME is set",
              "KV key to lock on; the leading slash is only a separator."),
-    Variable("CONSUL_LEADER_PRIMARY_LABEL", "primary", "Tag put on the leader's service(s)."),
+    Variable("CONSUL_LEADER_PRIMARY_LABEL", "primary",
+             "Tag of the leader's published instance(s)."),
     Variable("CONSUL_LEADER_REPLICA_LABEL", "(empty: none)",
-             "Tag put on the other instances' service(s); must differ from the primary tag."),
+             "Tag of the other instances; must differ from the primary tag."),
     Variable("CONSUL_LEADER_TTL", "15s",
              "Session TTL (Go duration, at most 24h); also the local lease: a leader that "
              "cannot renew within it steps down."),
@@ -100,7 +104,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_LOG_LEVEL", "warn", "error, warn, info or debug."),
     Variable("CONSUL_LEADER_LOG_FORMAT", "logfmt", "logfmt or json."),
     Variable("CONSUL_LEADER_SERVICE_IDS", "(empty: the services of NOMAD_ALLOC_ID)",
-             "Comma-separated Consul service IDs to tag."),
+             "Comma-separated Consul service IDs to publish for (the targets)."),
     Variable("CONSUL_LEADER_LEADER_FILE",
              "$NOMAD_ALLOC_DIR/$NOMAD_ALLOC_ID when both are set",
              "File written while leader and removed otherwise; empty disables it."),
@@ -112,11 +116,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_ON_DEMOTE", "(none)", "Shell command run on stepping down."),
     Variable("CONSUL_LEADER_HOOK_TIMEOUT", "10s", "Time limit for each hook command."),
     Variable("CONSUL_LEADER_HEALTH_CHECK", "true",
-             "Keep TTL checks passing only while the state is confirmed: one on each target "
-             "service (a stale leader never looks healthy) and one on the sidecar's own "
-             "consul-leader service, which the session is bound to (crash failover at TTL)."),
+             "Keep TTL checks passing only while the state is confirmed: one on each published "
+             "instance (a stale leader never looks healthy) and one on the sidecar's own "
+             "consul-leader service; the session is bound to them (crash failover at TTL)."),
     Variable("CONSUL_LEADER_WATCH_WAIT", "5m", "Blocking-query wait (1s to 10m)."),
-    Variable("CONSUL_LEADER_NODE", "(the local agent's node)", "Consul node for the session."),
+    Variable("CONSUL_LEADER_PUBLISH", "registration",
+             "How the role is published. registration: an instance of the sidecar's own per "
+             "target service (ID consul-leader-<alloc>-<target ID>) with the target's name, "
+             "address and port, the role label and the target's tags, Meta, an alias check on "
+             "the target and the role TTL check; nothing is written into the target's own "
+             "registration. labels: the seed's way, the role label on the target service "
+             "itself (no Meta, no checks there; see the README for its hazards under Nomad)."),
+    Variable("CONSUL_LEADER_PUBLISHED_NAME", "(the target service's name)",
+             "Service name of the published instances (registration only), e.g. db while "
+             "Nomad registers the task as db-task."),
+    Variable("CONSUL_LEADER_NODE", "(the local agent's node)",
+             "Consul node for the session; with health checks on, it must be the local "
+             "agent's node (checked with /v1/agent/self; another node exits 2)."),
     Variable("CONSUL_HTTP_ADDR", DEFAULT_CONSUL_ADDRESS,
              "Consul agent: host:port, http://host:port[/prefix], https://host:port[/prefix] "
              "or unix:///path/to/socket."),
@@ -192,6 +208,8 @@ class Config:
     on_demote: str | None
     hook_timeout: float
     health_check: bool
+    publish: str  # PUBLISH_REGISTRATION or PUBLISH_LABELS
+    published_name: str | None
     watch_wait: float
     session_name: str
     node_name: str | None
@@ -209,6 +227,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
                                  "Consul caps lock-delay at 60s")
     alloc_id = env.get("NOMAD_ALLOC_ID")
     alloc_dir = env.get("NOMAD_ALLOC_DIR")
+    publish = env.choice("CONSUL_LEADER_PUBLISH", PUBLISH_REGISTRATION,
+                         {name: name for name in (PUBLISH_REGISTRATION, PUBLISH_LABELS)})
     config = Config(
         consul=consul,
         service_name=service_name,
@@ -233,6 +253,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
         on_demote=env.get("CONSUL_LEADER_ON_DEMOTE"),
         hook_timeout=env.duration("CONSUL_LEADER_HOOK_TIMEOUT", "10s", 1, None) / SECOND,
         health_check=env.boolean("CONSUL_LEADER_HEALTH_CHECK", True),
+        publish=publish,
+        published_name=_read_published_name(env, publish),
         watch_wait=env.duration("CONSUL_LEADER_WATCH_WAIT", "5m", SECOND, 10 * MINUTE,
                                 "Consul's default max_query_time") / SECOND,
         session_name=service_name,
@@ -689,6 +711,15 @@ def _leader_file_problem(path: str) -> str | None:
     if os.path.isdir(path):
         return "is a directory"
     return None
+
+
+def _read_published_name(env: _EnvReader, publish: str) -> str | None:
+    name = env.get("CONSUL_LEADER_PUBLISHED_NAME")
+    if name is not None and publish != PUBLISH_REGISTRATION:
+        env.fail("CONSUL_LEADER_PUBLISHED_NAME", name,
+                 f"only with CONSUL_LEADER_PUBLISH={PUBLISH_REGISTRATION} (labels go on the "
+                 "target service itself, under its own name)")
+    return name
 
 
 def _read_listen(env: _EnvReader) -> tuple[str, int] | None:

@@ -1,124 +1,259 @@
-"""The machine's side effects (the fsm.machine.Effects port), carried out by the adapters.
+"""The machine's side effects (the fsm.machine.Effects port): the one hub the machine drives.
 
-Side effects belong to states: Leader publishes the primary label, the leader file and the
-promote hook; every other state publishes the replica label (when one is set), no leader
-file, and runs the demote hook when it leaves Leader. Effects only hand work to the
-adapters' own threads, so the controller never blocks on Consul.
+Every effect reads the facts of its transition and hands work to an adapter; none blocks the
+controller and none asks an adapter what it saw (the facts came with the event). What each
+state publishes:
+
+* **Leader**: on entering, the leader file and the promote hook (they follow the lock: they
+  run as soon as the lock is ours, before the label is published), then the primary role is
+  published once Consul lists no other passing primary, or when the bounded wait for one is
+  over (counted, and logged as an error naming the other instance).
+* **Any other state**: the replica role (the replica label when one is set), no leader file;
+  leaving Leader removes the leader file and runs the demote hook as the label goes.
+* **NoSession**: the session is given up (key released with its value, session destroyed).
+
+The role checks vouch for what Consul shows: while not leading, only once Consul shows the
+replica role (so a primary label on its way out is never vouched for); while leading, only
+when the lock was just confirmed ours.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from consul_leader.adapters.controller import Posted
-from consul_leader.adapters.hooks import HookRunner, LeaderFile
-from consul_leader.adapters.lock import Acquirer
-from consul_leader.adapters.metrics import Metrics
-from consul_leader.adapters.session import SessionKeeper
-from consul_leader.adapters.tagger import Role, ServiceTagger
+from consul_leader.adapters.publishing.labels import Role
 from consul_leader.fsm.machine import Transition
 from consul_leader.fsm.observation import KeyObservation
 from consul_leader.fsm.states import Event, State
+from consul_leader.fsm.timing import Timings
 
 log = logging.getLogger("consul_leader")
 
 
-class ControllerView(Protocol):
+# -- what the hub drives (each implemented by one adapter) ------------------------------------
+
+
+class SessionDriver(Protocol):
+    def create(self, bound_checks: tuple[str, ...] = ()) -> None: ...
+    def give_up(self, session: str | None) -> None: ...
+
+
+class AcquireDriver(Protocol):
+    def campaign(self, session: str, after: float = 0.0) -> None: ...
+    def stand_down(self) -> None: ...
+    def keep_value(self, session: str, observation: KeyObservation | None) -> None: ...
+
+
+class WatchDriver(Protocol):
+    def follow(self, session: str | None) -> None: ...
+    def confirm(self, session: str, max_age: float) -> None: ...
+
+
+class PublishDriver(Protocol):
+    def publish(self, role: Role, session: str | None, valid_until: float | None,
+                fencing_token: int | None = None) -> None: ...
+    def extend(self, valid_until: float | None) -> None: ...
+    def hold_for_other_primary_until(self, deadline: float) -> None: ...
+    def publish_over_other_primary(self) -> None: ...
+
+
+class ChecksDriver(Protocol):
     @property
-    def current(self) -> Posted | None: ...
-    def forget_session(self) -> None: ...
+    def enabled(self) -> bool: ...
+    def set_targets(self, targets: Sequence[str]) -> None: ...
+    def prepare_lease_check(self) -> None: ...
+    def pass_round(self, *, lease: bool, roles: bool, valid_until: float | None,
+                   note: str = ...) -> None: ...
+
+
+class LeaderFileDriver(Protocol):
+    def write(self, content: Mapping[str, object]) -> None: ...
+    def remove(self) -> None: ...
+
+
+class HookDriver(Protocol):
+    def submit(self, name: str, command: str | None, env: Mapping[str, str]) -> None: ...
+
+
+class MetricsDriver(Protocol):
+    def transition(self, source: str, dest: str, event: str) -> None: ...
+    def refused(self, state: str, event: str) -> None: ...
+    def fencing_token(self, value: int) -> None: ...
+    def published_over_other_primary(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Drivers:
+    keeper: SessionDriver
+    acquirer: AcquireDriver
+    watcher: WatchDriver
+    publisher: PublishDriver
+    checks: ChecksDriver
+    leader_file: LeaderFileDriver
+    hooks: HookDriver
+    metrics: MetricsDriver
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    key: str
+    timings: Timings
+    on_promote: str | None = None
+    on_demote: str | None = None
 
 
 class RoleEffects:
-    def __init__(self, *, key: str, keeper: SessionKeeper, tagger: ServiceTagger,
-                 acquirer: Acquirer, leader_file: LeaderFile, hooks: HookRunner,
-                 on_promote: str | None, on_demote: str | None, metrics: Metrics) -> None:
-        self._key = key
-        self._keeper = keeper
-        self._tagger = tagger
-        self._acquirer = acquirer
-        self._leader_file = leader_file
-        self._hooks = hooks
-        self._on_promote = on_promote
-        self._on_demote = on_demote
-        self._metrics = metrics
-        self.controller: ControllerView | None = None
+    """Call every method from the controller thread only (the machine's effects)."""
+
+    def __init__(self, settings: HubSettings, drivers: Drivers, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._timings = settings.timings
+        self._d = drivers
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._valid_until: float | None = None
+        self._replica_shown = False  # Consul shows the replica role since the last change
+        self._other_primary_deadline: float | None = None
+        self._others: tuple[str, ...] = ()
         self.fencing_token: int | None = None
         self.leader_since: float | None = None
+        self.published = False  # Consul shows the primary role (Leader only)
 
-    # -- the Effects port -----------------------------------------------------------------
+    # -- bookkeeping effects --------------------------------------------------------------
 
     def transitioned(self, t: Transition) -> None:
-        self._metrics.transition(t.source.value, t.dest.value, t.event.value)
+        self._d.metrics.transition(t.source.value, t.dest.value, t.event.value)
         if t.internal:
-            log.debug("event", extra=self._fields(t))
-            self._maybe_reassert(t)
+            log.debug("event", extra=_fields(t))
             return
         level = logging.WARNING if State.LEADER in (t.source, t.dest) else logging.INFO
-        log.log(level, "transition", extra=self._fields(t))
+        log.log(level, "transition", extra=_fields(t))
 
     def refused(self, state: State, event: Event, reason: str) -> None:
-        self._metrics.refused(state.value, event.value)
+        self._d.metrics.refused(state.value, event.value)
         log.debug("event refused", extra={"state": state.value, "event": event.value,
                                           "reason": reason})
 
+    # -- entry and exit -------------------------------------------------------------------
+
     def enter_no_session(self, t: Transition) -> None:
-        if self.controller is not None:
-            self.controller.forget_session()
-        self._tagger.request(Role.REPLICA, None)
-        if t.event is Event.SHUTDOWN:
-            return  # the shutdown sequence releases and destroys; no new session
-        self._keeper.want_session()
+        self._valid_until, self._replica_shown, self.published = None, False, False
+        self._d.acquirer.stand_down()
+        self._d.watcher.follow(None)
+        self._d.publisher.publish(Role.REPLICA, None, None)
+        self._d.keeper.give_up(t.facts.session)
 
     def enter_candidate(self, t: Transition) -> None:
-        self._tagger.request(Role.REPLICA, self._keeper.session)
-        self._acquirer.campaign()
+        session = self._session(t)
+        self._valid_until = t.facts.valid_until or self._valid_until
+        self._d.publisher.publish(Role.REPLICA, session, self._valid_until)
+        self._d.watcher.follow(session)
+        self._d.acquirer.campaign(session)
 
     def enter_follower(self, t: Transition) -> None:
-        self._tagger.request(Role.REPLICA, self._keeper.session)
+        session = self._session(t)
+        self._d.acquirer.stand_down()
+        self._d.publisher.publish(Role.REPLICA, session, self._valid_until)
+        self._d.watcher.follow(session)
 
     def enter_leader(self, t: Transition) -> None:
-        session = self._keeper.session
-        self.fencing_token = self._fact("fencing_token")
-        self.leader_since = time.time()
+        session = self._session(t)
+        self.fencing_token = t.facts.fencing_token
+        self.leader_since = self._wall_clock()
+        self.published, self._other_primary_deadline = False, None
         if self.fencing_token is not None:
-            self._metrics.fencing_token(self.fencing_token)
-        self._tagger.request(Role.PRIMARY, session)
-        self._leader_file.write({
-            "session": session, "key": self._key, "fencing_token": self.fencing_token,
+            self._d.metrics.fencing_token(self.fencing_token)
+        self._d.acquirer.stand_down()
+        self._d.publisher.publish(Role.PRIMARY, session, self._valid_until, self.fencing_token)
+        self._d.leader_file.write({
+            "session": session, "key": self._settings.key, "fencing_token": self.fencing_token,
             "since": self.leader_since,
         })
-        self._hooks.submit("promote", self._on_promote, self._hook_env("primary", session))
+        self._d.hooks.submit("promote", self._settings.on_promote,
+                             self._hook_env("primary", session))
 
     def exit_leader(self, t: Transition) -> None:
-        self._leader_file.remove()
-        self.leader_since = None
-        self._hooks.submit("demote", self._on_demote,
-                           self._hook_env("replica", self._keeper.session))
+        self._d.leader_file.remove()
+        self.leader_since, self.published, self._replica_shown = None, False, False
+        self._d.hooks.submit("demote", self._settings.on_demote,
+                             self._hook_env("replica", t.facts.session))
+
+    # -- reactions ------------------------------------------------------------------------
+
+    def retry_acquire(self, t: Transition) -> None:
+        self._d.acquirer.campaign(self._session(t), after=t.facts.retry_in or 0.0)
+
+    def vouch_replica(self, t: Transition) -> None:
+        self._renewed(t)
+        self._d.checks.pass_round(lease=True, roles=self._replica_shown,
+                                  valid_until=self._valid_until)
+
+    def vouch_lease(self, t: Transition) -> None:
+        self._renewed(t)
+        self._d.checks.pass_round(lease=True, roles=False, valid_until=self._valid_until)
+        # The role checks wait until the lock is confirmed ours (vouch_primary).
+        self._d.watcher.confirm(self._session(t), max_age=self._timings.ttl)
+
+    def vouch_primary(self, t: Transition) -> None:
+        self._d.checks.pass_round(lease=False, roles=True, valid_until=self._valid_until,
+                                  note="lock confirmed")
+        self._d.acquirer.keep_value(self._session(t), t.facts.observation)
+
+    def prepare_session(self, t: Transition) -> None:
+        if t.event is Event.REPLICA_PUBLISHED:
+            self._replica_shown = True
+        if self._d.checks.enabled:
+            self._d.checks.prepare_lease_check()
+        else:
+            self._d.keeper.create()
+
+    def create_session(self, t: Transition) -> None:
+        self._d.keeper.create(t.facts.checks)
+
+    def adopt_targets(self, t: Transition) -> None:
+        self._d.checks.set_targets(t.facts.targets)
+
+    def mark_published(self, t: Transition) -> None:
+        if t.event is Event.PRIMARY_PUBLISHED:
+            self.published = True
+        else:
+            self._replica_shown = True
+
+    def await_other_primary(self, t: Transition) -> None:
+        self._others = t.facts.others
+        if self._other_primary_deadline is None:
+            self._other_primary_deadline = self._clock() + self._timings.other_primary_wait
+            self._d.publisher.hold_for_other_primary_until(self._other_primary_deadline)
+        log.info("waiting for another passing primary to go before publishing ours",
+                 extra={"others": ",".join(self._others),
+                        "wait": round(self._timings.other_primary_wait, 3)})
+
+    def publish_over_other_primary(self, t: Transition) -> None:
+        others = ",".join(t.facts.others or self._others)
+        self._d.metrics.published_over_other_primary()
+        log.error(f"another instance is still a passing primary after waiting "
+                  f"{self._timings.other_primary_wait:g}s for its role check to expire; "
+                  f"publishing ours anyway", extra={"others": others})
+        self._d.publisher.publish_over_other_primary()
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _facts(self) -> Mapping[str, Any]:
-        """What the adapter that posted the event being handled observed along with it."""
-        current = self.controller.current if self.controller is not None else None
-        return current.facts if current is not None else {}
+    def _renewed(self, t: Transition) -> None:
+        self._valid_until = t.facts.valid_until
+        self._d.publisher.extend(self._valid_until)
 
-    def _fact(self, name: str) -> int | None:
-        value = self._facts().get(name)
-        return value if isinstance(value, int) else None
-
-    def _maybe_reassert(self, t: Transition) -> None:
-        """The leader's key value was overwritten by someone else: write ours back."""
-        if t.dest is not State.LEADER or t.event is not Event.LOCK_HELD_BY_US:
-            return
-        observation = self._facts().get("observation")
-        session = self._keeper.session
-        if isinstance(observation, KeyObservation) and session is not None \
-                and observation.value != self._acquirer.value_for(session):
-            self._acquirer.reassert()
+    @staticmethod
+    def _session(t: Transition) -> str:
+        """The session of a transition taken with one (every state but NoSession)."""
+        if t.facts.session is None:
+            raise ValueError(f"{t.event} reached {t.dest} without a session")
+        return t.facts.session
 
     def _hook_env(self, role: str, session: str | None) -> dict[str, str]:
         return {
@@ -126,10 +261,10 @@ class RoleEffects:
             "CONSUL_LEADER_SESSION": session or "",
             "CONSUL_LEADER_FENCING_TOKEN": "" if self.fencing_token is None
             else str(self.fencing_token),
-            "CONSUL_LEADER_LOCK_KEY": self._key,
+            "CONSUL_LEADER_LOCK_KEY": self._settings.key,
         }
 
-    @staticmethod
-    def _fields(t: Transition) -> dict[str, str]:
-        return {"from": t.source.value, "to": t.dest.value, "event": t.event.value,
-                "reason": t.reason}
+
+def _fields(t: Transition) -> dict[str, str]:
+    return {"from": t.source.value, "to": t.dest.value, "event": t.event.value,
+            "reason": t.reason}

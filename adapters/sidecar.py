@@ -1,5 +1,8 @@
 """The composition root: builds every adapter around one machine, runs it, shuts it down.
 
+The only module that knows every adapter. Adapters never talk to each other: each gets the
+Consul port, the controller's `post` and its own settings; the effects hub drives them all.
+
 Shutdown order (DESIGN §3): the machine leaves Leader (labels back to replica, leader file
 removed, demote hook), then the key is released (no lock-delay for the next leader), then
 the session is destroyed, then our checks are removed; all within a few seconds, because
@@ -15,24 +18,33 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from consul_leader.adapters.checks import HealthChecks
-from consul_leader.adapters.config import Config
-from consul_leader.adapters.consul import ConsulClient, ConsulError
+from consul_leader.adapters.config import PUBLISH_REGISTRATION, Config
+from consul_leader.adapters.consul.http import HttpConsul
+from consul_leader.adapters.consul.port import ConsulPort, SessionSpec
+from consul_leader.adapters.consul.transport import ConsulClient
 from consul_leader.adapters.controller import Controller
-from consul_leader.adapters.effects import RoleEffects
+from consul_leader.adapters.effects import Drivers, HubSettings, RoleEffects
+from consul_leader.adapters.election.acquirer import Acquirer, AcquirerSettings
+from consul_leader.adapters.election.key import LockHolder
+from consul_leader.adapters.election.session import (
+    FatalConfigError,
+    KeeperSettings,
+    SessionKeeper,
+)
+from consul_leader.adapters.election.watcher import LockWatcher, WatcherSettings
 from consul_leader.adapters.hooks import HookRunner, LeaderFile
-from consul_leader.adapters.lock import Acquirer, LockWatcher
-from consul_leader.adapters.metrics import Metrics
-from consul_leader.adapters.session import FatalConfigError, SessionKeeper
-from consul_leader.adapters.status_server import StatusServer, StatusSnapshot
-from consul_leader.adapters.tagger import Role, ServiceTagger
+from consul_leader.adapters.observability.metrics import Metrics
+from consul_leader.adapters.observability.status_server import StatusServer, StatusSnapshot
+from consul_leader.adapters.publishing.checks import ChecksSettings, HealthChecks
+from consul_leader.adapters.publishing.labels import Role
+from consul_leader.adapters.publishing.publisher import Publisher, PublisherSettings
+from consul_leader.adapters.threads import Step, Worker
 from consul_leader.fsm.machine import LeaderMachine
 from consul_leader.fsm.states import Event, State
 from consul_leader.fsm.table import edges
+from consul_leader.fsm.timing import Timings
 
 log = logging.getLogger("consul_leader")
-
-SHUTDOWN_BUDGET = 4.0  # seconds, inside Nomad's default 5 s kill timeout
 
 
 def instance_name(config: Config) -> str:
@@ -44,6 +56,11 @@ def instance_name(config: Config) -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def timings_of(config: Config) -> Timings:
+    return Timings(ttl=config.ttl, renew_interval=config.renew_interval,
+                   watch_wait=config.watch_wait, lock_delay=config.lock_delay)
+
+
 class Sidecar:
     def __init__(self, config: Config, version: str, revision: str = "unknown",
                  registry: CollectorRegistry | None = None) -> None:
@@ -53,6 +70,7 @@ class Sidecar:
         any other part exists.
         """
         self.config = config
+        self.timings = timings = timings_of(config)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(
             self.registry, states=[s.value for s in State], initial_state=State.NO_SESSION.value,
@@ -63,50 +81,70 @@ class Sidecar:
         )
         self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
                               if config.listen else None)
-        self.client = ConsulClient(config.consul, observer=self.metrics.consul_request)
-        self.controller = Controller()
-        post = self.controller.post
-        self.tagger = ServiceTagger(
-            config, self.client, lease_valid=lambda: self.keeper.lease_valid(),
-            on_write=self.metrics.tag_write,
-            on_target_registered=lambda target: self.checks.forget(target),
-            on_cannot_publish=lambda reason: self.keeper.drop(
-                f"cannot publish the primary label: {reason}"),
-        )
-        self.checks = HealthChecks(config, self.client, instance_name(config),
-                                   self.tagger.targets)
-        self.keeper = SessionKeeper(
-            config, self.client, post, self.checks,
-            untag_confirmed=lambda: self.tagger.confirmed(Role.REPLICA)
-            and self.tagger.publishable(),
-            confirm_role=self._confirm_role,
-            on_renewed=self.metrics.session_renewed,
-            on_renew_failed=self.metrics.session_renew_failed,
-        )
-        self.watcher = LockWatcher(config, self.client, post, lambda: self.keeper.session)
-        self.acquirer = Acquirer(
-            config, self.client, post, lambda: self.keeper.session,
-            campaigning=lambda: self.controller.state is State.CANDIDATE,
-            targets=self.tagger.targets, on_attempt=self.metrics.acquire_attempt,
-        )
-        self.hooks = HookRunner(config.hook_timeout, on_result=self.metrics.hook_run)
+        self.client = ConsulClient(config.consul, observer=self.metrics.consul_request,
+                                   connect_timeout=timings.request_timeout)
+        port: ConsulPort = HttpConsul(self.client)
+        self.controller = Controller(heartbeat_period=timings.heartbeat_period,
+                                     wedged_after=timings.wedged_after)
+        self._workers: list[Worker] = []
+        self._started = False
+        self._build_adapters(port)
         self.effects = RoleEffects(
-            key=config.key, keeper=self.keeper, tagger=self.tagger, acquirer=self.acquirer,
-            leader_file=LeaderFile(config.leader_file), hooks=self.hooks,
-            on_promote=config.on_promote, on_demote=config.on_demote, metrics=self.metrics,
+            HubSettings(key=config.key, timings=timings, on_promote=config.on_promote,
+                        on_demote=config.on_demote),
+            Drivers(keeper=self.keeper, acquirer=self.acquirer, watcher=self.watcher,
+                    publisher=self.publisher, checks=self.checks,
+                    leader_file=LeaderFile(config.leader_file), hooks=self.hooks,
+                    metrics=self.metrics),
         )
-        self.effects.controller = self.controller
         self.controller.attach(LeaderMachine(self.effects))
 
-    def _confirm_role(self, session: str, timeout: float) -> bool:
-        """May this renew's health-check round vouch for our role? Followers and candidates
-        publish only the replica label, which is never harmful; a leader must still hold
-        the key right now."""
-        if self.controller.state is not State.LEADER:
-            return True
-        # Re-reading at most once per TTL keeps a leader's server-bound load below the old
-        # polling loop's; the new leader's own check (tagger) covers the rest of the window.
-        return self.watcher.confirm(session, timeout, max_age=self.config.ttl)
+    def _build_adapters(self, port: ConsulPort) -> None:
+        config, timings, post = self.config, self.timings, self.controller.post
+        holder = LockHolder(host=socket.gethostname(), service=config.service_name,
+                            alloc_id=config.alloc_id)
+        owner = instance_name(config) if config.publish == PUBLISH_REGISTRATION else None
+        self.checks = HealthChecks(
+            ChecksSettings(enabled=config.health_check, instance=instance_name(config),
+                           service_name=config.service_name, kv_path=config.kv_path,
+                           ttl_text=config.ttl_text, timings=timings, owner=owner), port, post)
+        self.keeper = SessionKeeper(
+            KeeperSettings(
+                session=SessionSpec(name=config.session_name, ttl=config.ttl_text,
+                                    lock_delay=config.lock_delay_text, node=config.node_name),
+                kv_path=config.kv_path, holder=holder, timings=timings,
+                node_to_verify=config.node_name if config.health_check else None),
+            port, post, on_renewed=self.metrics.session_renewed,
+            on_renew_failed=self.metrics.session_renew_failed)
+        self.watcher = LockWatcher(WatcherSettings(config.kv_path, timings), port, post)
+        self.acquirer = Acquirer(AcquirerSettings(config.kv_path, holder, timings), port, post,
+                                 on_attempt=self.metrics.acquire_attempt)
+        self.publisher = Publisher(
+            PublisherSettings(service_ids=config.service_ids, alloc_id=config.alloc_id,
+                              service_name=config.service_name,
+                              primary_label=config.primary_label,
+                              replica_label=config.replica_label, timings=timings,
+                              owner=owner, published_name=config.published_name,
+                              role_check=config.health_check),
+            port, post, on_write=self.metrics.tag_write, spawn_watch=self._watch_target)
+        self.hooks = HookRunner(config.hook_timeout, on_result=self.metrics.hook_run)
+        self.keeper.wake = self._worker("session-keeper", self.keeper.step).poke
+        self.watcher.wake_confirm = self._worker("lock-confirm", self.watcher.confirm_step).poke
+        self._worker("lock-watcher", self.watcher.watch_step)
+        self.acquirer.wake = self._worker("acquirer", self.acquirer.step).poke
+        self._publisher_worker = self._worker("publisher", self.publisher.step)
+        self.publisher.wake = self._publisher_worker.poke
+        self.checks.wake = self._worker("check-passer", self.checks.step).poke
+
+    def _worker(self, name: str, step: Step) -> Worker:
+        worker = Worker(name, step, restart_pause=self.timings.retry_cap)
+        self._workers.append(worker)
+        if self._started:
+            worker.start()
+        return worker
+
+    def _watch_target(self, target: str) -> None:
+        self._worker(f"watch-{target[:40]}", lambda: self.publisher.watch_step(target))
 
     # -- running --------------------------------------------------------------------------
 
@@ -114,10 +152,9 @@ class Sidecar:
         if self.status_server is not None:
             self.status_server.start()
         self.controller.start()
-        self.tagger.start()
-        self.keeper.start()
-        self.watcher.start()
-        self.acquirer.start()
+        self._started = True
+        for worker in list(self._workers):
+            worker.start()
         log.info("started", extra={"consul": self.config.consul.base_url,
                                    "token_source": self.client.token_source})
         if self.config.lock_delay < self.config.ttl:
@@ -137,29 +174,29 @@ class Sidecar:
         return self.controller.finished(0)
 
     def shutdown(self) -> None:
-        """Leave cleanly, in DESIGN §3's order, within SHUTDOWN_BUDGET seconds."""
-        deadline = time.monotonic() + SHUTDOWN_BUDGET
+        """Leave cleanly, in DESIGN §3's order, within the shutdown budget."""
+        deadline = time.monotonic() + self.timings.shutdown_budget
+        shares = _ShutdownShares(self.timings.shutdown_budget)
 
-        def left(cap: float) -> float:
-            return max(0.1, min(cap, deadline - time.monotonic()))
+        def left(share: float) -> float:
+            return max(self.timings.min_request_timeout,
+                       min(share, deadline - time.monotonic()))
 
         self.controller.post(Event.SHUTDOWN, reason="stopping")
-        self.controller.finished(left(1.0))
-        self.keeper.stop()
-        self.acquirer.stop()
-        self.watcher.stop()
-        if not self.tagger.wait_confirmed(Role.REPLICA, left(1.5)):
+        self.controller.finished(left(shares.machine))
+        for adapter in (self.keeper, self.acquirer, self.watcher):
+            adapter.stop()
+        if not self.publisher.wait_published(Role.REPLICA, left(shares.labels)):
             log.error("could not clear the primary label before leaving")
-        self.keeper.join(left(0.5))
-        try:
-            self.keeper.release_and_destroy(self.config.kv_path, left(1.0))
-        except ConsulError as exc:
-            log.error("could not release the lock or destroy the session",
-                      extra={"error": str(exc)})
+        self.keeper.release_and_destroy(left(shares.session))
         self.checks.stop()
-        self.checks.deregister_all(left(0.5))
-        self.tagger.stop()
-        self.hooks.drain(left(1.0))
+        self.publisher.stop()
+        self._publisher_worker.join(left(shares.checks))  # no write may follow the withdrawal
+        self.publisher.withdraw(left(shares.checks))
+        self.checks.deregister_all(left(shares.checks))
+        for worker in self._workers:
+            worker.stop()
+        self.hooks.drain(left(shares.hooks))
         if self.status_server is not None:
             self.status_server.stop()
         self.client.close()
@@ -169,16 +206,28 @@ class Sidecar:
 
     def snapshot(self) -> StatusSnapshot:
         observation = self.watcher.last
+        state, since = self.controller.shown()
+        leading = state is State.LEADER
         return StatusSnapshot(
-            state=self.controller.state.value,
-            since=self.controller.since,
-            session=self.keeper.session,
+            state=state.value,
+            since=since,
+            session=self.controller.session,
             key=self.config.key,
-            fencing_token=self.effects.fencing_token
-            if self.controller.state is State.LEADER else None,
+            fencing_token=self.effects.fencing_token if leading else None,
             holder=observation.session if observation else None,
             last_renew_age=self.keeper.last_renew_age(),
             lease_remaining=self.keeper.lease_remaining(),
             loop_alive=self.controller.loop_alive(),
-            published=self.tagger.confirmed(Role.PRIMARY),
+            published=self.effects.published if leading else False,
         )
+
+
+class _ShutdownShares:
+    """How the shutdown budget is shared out between its steps (each may use less)."""
+
+    def __init__(self, budget: float) -> None:
+        self.machine = budget / 4
+        self.labels = budget * 3 / 8
+        self.session = budget / 4
+        self.checks = budget / 8
+        self.hooks = budget / 4

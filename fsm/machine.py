@@ -6,7 +6,8 @@ Guarantees:
   to `Effects.refused`, and is never raised.
 - After every accepted transition the effects run in a fixed order, *after* the state changed:
   external: `exit_leader` (only when leaving Leader) -> `enter_<dest>` -> `transitioned`;
-  internal: `enter_candidate` (only for the Candidate re-acquire cases) -> `transitioned`.
+  internal: the pair's reaction (`fsm.table.REACTIONS`), if it has one -> `transitioned`.
+- The facts observed with the event travel, unchanged, in the `Transition` given to each effect.
 - Effects must not raise. If one does anyway, the state change stands, the remaining effects of
   that transition still run (a failed demote hook must not keep the primary label), and the
   first exception then propagates out of `handle()` so the failure is never hidden.
@@ -24,11 +25,12 @@ from typing import Protocol
 
 from transitions import EventData, Machine
 
+from consul_leader.fsm.facts import NO_FACTS, Facts
 from consul_leader.fsm.states import Event, State
 from consul_leader.fsm.table import (
     INITIAL_STATE,
     INTERNAL_TRANSITIONS,
-    RETRY_ACQUIRE,
+    REACTIONS,
     STATES,
     TRANSITIONS,
 )
@@ -44,6 +46,7 @@ class Transition:
     dest: State
     event: Event
     reason: str
+    facts: Facts = NO_FACTS
 
     @property
     def internal(self) -> bool:
@@ -78,6 +81,39 @@ class Effects(Protocol):
 
     def exit_leader(self, t: Transition) -> None:
         """Leaving Leader; called before the `enter_*` of the next state (demote)."""
+
+    # Reactions of internal transitions (fsm.table.REACTIONS names them).
+
+    def retry_acquire(self, t: Transition) -> None:
+        """A Candidate tries `?acquire` again, after `t.facts.retry_in` when it is set."""
+
+    def vouch_replica(self, t: Transition) -> None:
+        """Renewed while not leading: pass the lease check, and the role checks once Consul
+        shows the replica role."""
+
+    def vouch_lease(self, t: Transition) -> None:
+        """Renewed while leading: pass the lease check and ask for the lock to be confirmed."""
+
+    def vouch_primary(self, t: Transition) -> None:
+        """The leader's lock is confirmed: pass the role checks (and keep the key's value)."""
+
+    def prepare_session(self, t: Transition) -> None:
+        """Without a session, safe to compete: make the lease check pass (or create at once)."""
+
+    def create_session(self, t: Transition) -> None:
+        """The lease check passes: create the session bound to it."""
+
+    def adopt_targets(self, t: Transition) -> None:
+        """The target services (`t.facts.targets`) are known: checks follow them."""
+
+    def mark_published(self, t: Transition) -> None:
+        """Consul shows the role of the state on every target."""
+
+    def await_other_primary(self, t: Transition) -> None:
+        """Another instance still looks primary: wait for it to go, for a bounded time."""
+
+    def publish_over_other_primary(self, t: Transition) -> None:
+        """The bounded wait is over and it still looks primary: publish ours anyway."""
 
 
 @dataclass
@@ -133,14 +169,15 @@ class LeaderMachine:
         """True once shutdown was accepted; session_created is refused from then on."""
         return self._model.stopping
 
-    def handle(self, event: Event, reason: str = "") -> bool:
-        """Fire `event`. True if accepted (internal included), False if refused.
+    def handle(self, event: Event, reason: str = "", facts: Facts = NO_FACTS) -> bool:
+        """Fire `event`, observed with `facts`. True if accepted (internal included), False if
+        refused.
 
         Raises only what an effect raised (after the state changed). Called from inside an
         effect, the event is queued and this returns True; its outcome reaches the effects.
         """
         outcome = _Outcome()
-        self._model.trigger(event.value, reason=reason, outcome=outcome)
+        self._model.trigger(event.value, reason=reason, facts=facts, outcome=outcome)
         self._raise_unraised()
         return True if outcome.accepted is None else outcome.accepted
 
@@ -160,7 +197,8 @@ class LeaderMachine:
         effects = self._effects
         calls: list[Callable[[Transition], None]]
         if t.internal:
-            calls = [effects.enter_candidate] if (t.source, t.event) in RETRY_ACQUIRE else []
+            reaction = REACTIONS.get((t.source, t.event))
+            calls = [getattr(effects, reaction)] if reaction else []
         else:
             calls = [effects.exit_leader] if t.source is State.LEADER else []
             calls.append(_entry_effect(effects, t.dest))
@@ -198,6 +236,7 @@ def _describe(event_data: EventData) -> Transition:
         dest=State(dest),
         event=Event(event_data.event.name),
         reason=event_data.kwargs["reason"],
+        facts=event_data.kwargs["facts"],
     )
 
 

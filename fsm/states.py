@@ -5,7 +5,8 @@ Both are `StrEnum`s, so each member is also its string value (`State.LEADER == "
 `/status` and the diagrams, and the names the transition table is written in.
 
 Events are facts observed by the adapters (past tense or observations), never commands: the
-machine decides what a fact means in the current state.
+machine decides what a fact means in the current state. Every leadership decision is one of
+them: an adapter reports what it saw and never acts on leadership by itself.
 """
 
 import enum
@@ -23,13 +24,28 @@ class State(enum.StrEnum):
 class Event(enum.StrEnum):
     """What the adapters observed. Each value is the transitions trigger name."""
 
+    # The session keeper.
     SESSION_CREATED = "session_created"  # a new session exists
     SESSION_LOST = "session_lost"  # renew answered 404, acquire said "invalid session", or gone
     LEASE_EXPIRED = "lease_expired"  # no renew confirmed before the local lease deadline
+    LEASE_RENEWED = "lease_renewed"  # Consul confirmed a renew within the lease
+    BOUND_CHECK_MISSING = "bound_check_missing"  # create refused: lease check missing/critical
+    # The lock watcher and the acquirer.
     LOCK_ACQUIRED = "lock_acquired"  # ?acquire answered true
     LOCK_DELAYED = "lock_delayed"  # ?acquire answered false on a key with no holder: lock-delay
     LOCK_HELD_BY_US = "lock_held_by_us"  # observed: the key's Session is ours
     LOCK_HELD_BY_OTHER = "lock_held_by_other"  # observed: the key's Session is another session
     LOCK_FREE = "lock_free"  # observed: the key exists with no Session
     KEY_MISSING = "key_missing"  # observed: the key does not exist
-    SHUTDOWN = "shutdown"  # SIGTERM/SIGINT
+    # The health checks.
+    LEASE_CHECK_PASSED = "lease_check_passed"  # the check a new session binds to passes
+    # The publisher.
+    TARGETS_FOUND = "targets_found"  # the services to publish for are known (or changed)
+    TARGET_GONE = "target_gone"  # a target service stayed deregistered past the grace period
+    REPLICA_PUBLISHED = "replica_published"  # Consul shows the non-primary role on every target
+    PRIMARY_PUBLISHED = "primary_published"  # Consul shows the primary role on every target
+    PUBLISH_REFUSED = "publish_refused"  # Consul denied writing our role (ACL)
+    OTHER_PRIMARY_SEEN = "other_primary_seen"  # another instance is still a passing primary
+    OTHER_PRIMARY_WAIT_OVER = "other_primary_wait_over"  # ...and still is at the bound
+    # The process.
+    SHUTDOWN = "shutdown"  # SIGTERM/SIGINT, or Consul refused our configuration

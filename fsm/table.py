@@ -1,7 +1,7 @@
-"""The transition table: the single place that lists the machine's states and edges.
+"""The transition table: the single place that lists the machine's states, edges and reactions.
 
 The runtime machine (`fsm.machine`) and the diagram script (`scripts/draw_diagrams.py`) are both
-built from `STATES` and `TRANSITIONS`, so the pictures cannot drift from the code.
+built from `STATES`, `TRANSITIONS` and `REACTIONS`, so the pictures cannot drift from the code.
 
 The table is written in the enums' string *values* ("Leader", "lock_acquired"), not the Enum
 members: transitions names an Enum state by its member name ("LEADER"), and we want the machine,
@@ -10,6 +10,8 @@ its log lines and its diagrams to use the names operators see everywhere else.
 Rules the table follows (tests check them):
 - at most one transition per (state, event) pair, so an event's outcome never depends on order;
 - `dest: None` is an internal transition: the state is unchanged and no entry/exit effects run;
+  it may name one *reaction* (`REACTIONS`), the effect that carries out what the event means
+  in that state (ask for another `?acquire`, vouch for the role, create a session...);
 - any pair not listed is refused by the machine (state unchanged, reported, never raised).
 """
 
@@ -26,47 +28,84 @@ STOPPING_GUARD: Final[str] = "stopping"
 # Name of the model callback that raises that flag; it runs before the shutdown state change.
 BEGIN_STOPPING: Final[str] = "begin_stopping"
 
-_WITH_SESSION: Final[tuple[State, ...]] = (State.FOLLOWER, State.CANDIDATE, State.LEADER)
+NS, FO, CA, LE = State.NO_SESSION, State.FOLLOWER, State.CANDIDATE, State.LEADER
+_WITH_SESSION: Final[tuple[State, ...]] = (FO, CA, LE)
+_NOT_LEADING: Final[tuple[State, ...]] = (FO, CA)
+
+# The reactions: effects (methods of fsm.machine.Effects) that internal transitions run.
+RETRY_ACQUIRE: Final = "retry_acquire"  # try ?acquire again (now, or after a lock-delay)
+VOUCH_REPLICA: Final = "vouch_replica"  # pass the lease and (replica) role checks
+VOUCH_LEASE: Final = "vouch_lease"  # a leader: pass the lease check, confirm the lock
+VOUCH_PRIMARY: Final = "vouch_primary"  # a leader whose lock is confirmed: pass role checks
+PREPARE_SESSION: Final = "prepare_session"  # make the lease check pass, then create
+CREATE_SESSION: Final = "create_session"  # the lease check passes: create the session
+ADOPT_TARGETS: Final = "adopt_targets"  # the checks follow the targets
+MARK_PUBLISHED: Final = "mark_published"  # Consul shows our role (/primary, role checks)
+AWAIT_OTHER_PRIMARY: Final = "await_other_primary"  # start the bounded wait
+PUBLISH_OVER_OTHER_PRIMARY: Final = "publish_over_other_primary"  # the bound passed
+
+_ROWS: list[tuple[dict[str, Any], dict[tuple[State, Event], str]]] = []
 
 
-def _move(event: Event, sources: Iterable[State], dest: State, **options: str) -> dict[str, Any]:
+def _move(event: Event, sources: Iterable[State], dest: State, **options: str) -> None:
     """An external transition: exit/entry effects run, even when dest equals the source."""
-    return {
-        "trigger": event.value,
-        "source": [source.value for source in sources],
-        "dest": dest.value,
-        **options,
-    }
+    sources = list(sources)
+    row = {"trigger": event.value, "source": [s.value for s in sources], "dest": dest.value,
+           **options}
+    _ROWS.append((row, {}))
 
 
-def _stay(event: Event, source: State) -> dict[str, Any]:
-    """An internal transition: the state and its entry/exit effects are left alone."""
-    return {"trigger": event.value, "source": [source.value], "dest": None}
+def _stay(event: Event, sources: Iterable[State], reaction: str | None = None) -> None:
+    """An internal transition: the state and its entry/exit effects are left alone; the
+    `reaction`, if any, runs instead."""
+    sources = list(sources)
+    row = {"trigger": event.value, "source": [s.value for s in sources], "dest": None}
+    _ROWS.append((row, {(s, event): reaction for s in sources} if reaction else {}))
 
 
-TRANSITIONS: Final[list[dict[str, Any]]] = [
-    _move(Event.SESSION_CREATED, [State.NO_SESSION], State.CANDIDATE, unless=STOPPING_GUARD),
-    _move(Event.SESSION_LOST, _WITH_SESSION, State.NO_SESSION),
-    _move(Event.LEASE_EXPIRED, _WITH_SESSION, State.NO_SESSION),
-    _move(Event.LOCK_ACQUIRED, [State.CANDIDATE], State.LEADER),
-    _move(Event.LOCK_HELD_BY_US, [State.CANDIDATE], State.LEADER),
-    # Holding the lock without knowing it (e.g. after a restart): re-acquire to confirm first.
-    _move(Event.LOCK_HELD_BY_US, [State.FOLLOWER], State.CANDIDATE),
-    _stay(Event.LOCK_HELD_BY_US, State.LEADER),
-    _stay(Event.LOCK_DELAYED, State.CANDIDATE),
-    _move(Event.LOCK_HELD_BY_OTHER, [State.CANDIDATE, State.LEADER], State.FOLLOWER),
-    _stay(Event.LOCK_HELD_BY_OTHER, State.FOLLOWER),
-    _move(Event.LOCK_FREE, [State.FOLLOWER, State.LEADER], State.CANDIDATE),
-    _stay(Event.LOCK_FREE, State.CANDIDATE),
-    _move(Event.KEY_MISSING, [State.FOLLOWER, State.LEADER], State.CANDIDATE),
-    _stay(Event.KEY_MISSING, State.CANDIDATE),
-    _move(Event.SHUTDOWN, list(State), State.NO_SESSION, before=BEGIN_STOPPING),
-]
+# Session and lease.
+_move(Event.SESSION_CREATED, [NS], CA, unless=STOPPING_GUARD)
+_move(Event.SESSION_LOST, _WITH_SESSION, NS)
+_move(Event.LEASE_EXPIRED, _WITH_SESSION, NS)
+_stay(Event.LEASE_RENEWED, _NOT_LEADING, VOUCH_REPLICA)
+_stay(Event.LEASE_RENEWED, [LE], VOUCH_LEASE)
+_stay(Event.BOUND_CHECK_MISSING, [NS], PREPARE_SESSION)  # register and pass it again
+_stay(Event.LEASE_CHECK_PASSED, [NS], CREATE_SESSION)
+# The lock.
+_move(Event.LOCK_ACQUIRED, [CA], LE)
+_move(Event.LOCK_HELD_BY_US, [CA], LE)
+# Holding the lock without knowing it (e.g. after a restart): re-acquire to confirm first.
+_move(Event.LOCK_HELD_BY_US, [FO], CA)
+_stay(Event.LOCK_HELD_BY_US, [LE], VOUCH_PRIMARY)
+_stay(Event.LOCK_DELAYED, [CA], RETRY_ACQUIRE)
+_move(Event.LOCK_HELD_BY_OTHER, [CA, LE], FO)
+_stay(Event.LOCK_HELD_BY_OTHER, [FO])
+_move(Event.LOCK_FREE, [FO, LE], CA)
+_stay(Event.LOCK_FREE, [CA], RETRY_ACQUIRE)  # the key changed under the candidate: its last
+_move(Event.KEY_MISSING, [FO, LE], CA)  # attempt is moot
+_stay(Event.KEY_MISSING, [CA], RETRY_ACQUIRE)
+# Publishing. Nobody competes for a role it cannot publish.
+_stay(Event.TARGETS_FOUND, list(State), ADOPT_TARGETS)
+_move(Event.TARGET_GONE, _WITH_SESSION, NS)
+_stay(Event.TARGET_GONE, [NS])
+_move(Event.PUBLISH_REFUSED, _WITH_SESSION, NS)
+_stay(Event.PUBLISH_REFUSED, [NS])
+_stay(Event.REPLICA_PUBLISHED, [NS], PREPARE_SESSION)  # no stale primary label: compete
+_stay(Event.REPLICA_PUBLISHED, _NOT_LEADING, MARK_PUBLISHED)
+_stay(Event.PRIMARY_PUBLISHED, [LE], MARK_PUBLISHED)
+_stay(Event.OTHER_PRIMARY_SEEN, [LE], AWAIT_OTHER_PRIMARY)
+_stay(Event.OTHER_PRIMARY_WAIT_OVER, [LE], PUBLISH_OVER_OTHER_PRIMARY)
+# The process.
+_move(Event.SHUTDOWN, list(State), NS, before=BEGIN_STOPPING)
 
-# Internal transitions after which the Candidate must try `?acquire` again: the key changed
-# under it (freed or deleted) while it was waiting, so its last attempt is moot.
-RETRY_ACQUIRE: Final[frozenset[tuple[State, Event]]] = frozenset(
-    {(State.CANDIDATE, Event.LOCK_FREE), (State.CANDIDATE, Event.KEY_MISSING)}
+TRANSITIONS: Final[list[dict[str, Any]]] = [row for row, _ in _ROWS]
+# (state, event) of an internal transition -> the Effects method it runs.
+REACTIONS: Final[dict[tuple[State, Event], str]] = {
+    pair: reaction for _, reactions in _ROWS for pair, reaction in reactions.items()
+}
+REACTION_NAMES: Final[tuple[str, ...]] = (
+    RETRY_ACQUIRE, VOUCH_REPLICA, VOUCH_LEASE, VOUCH_PRIMARY, PREPARE_SESSION, CREATE_SESSION,
+    ADOPT_TARGETS, MARK_PUBLISHED, AWAIT_OTHER_PRIMARY, PUBLISH_OVER_OTHER_PRIMARY,
 )
 
 

@@ -86,3 +86,125 @@ def lock_delay_wait(lock_delay: float, attempt: int) -> float:
 def _check_attempt(attempt: int) -> None:
     if attempt < 0:
         raise ValueError(f"attempt must be >= 0, got {attempt}")
+
+
+# The one timeout that does not come from our own settings: Nomad sends SIGKILL 5 s after
+# SIGTERM by default (kill_timeout); a clean shutdown must fit well inside it.
+NOMAD_KILL_TIMEOUT = 5.0
+_SHUTDOWN_SHARE = 0.8
+# A request must never outlive a renew interval, nor half a TTL, and needs no more than this
+# much: beyond it, waiting longer for one answer only delays the retry.
+_REQUEST_TIMEOUT_CAP = 5.0
+# Consul adds up to wait/16 of jitter to a blocking query's wait (consul-semantics §3).
+_WATCH_JITTER = 1 / 16
+_HEARTBEATS_BEFORE_WEDGED = 10
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every wait and timeout the adapters use, derived from the session TTL, the renew
+    interval (SLEEP) and the blocking-query wait, so that changing the TTL scales all of them
+    (tests run with TTL 3 s what production runs with 15 s). Seconds throughout."""
+
+    ttl: float
+    renew_interval: float
+    watch_wait: float
+    lock_delay: float = 0.0
+
+    @property
+    def request_timeout(self) -> float:
+        """One ordinary request: long enough for a slow Consul, short enough to retry within
+        the lease (several retries fit in TTL - SLEEP)."""
+        return min(_REQUEST_TIMEOUT_CAP, max(self.renew_interval, self.ttl / 2))
+
+    def request_timeout_within(self, remaining: float | None) -> float:
+        """A request made for the lease: never past its deadline (an answer after it is
+        worthless), never so short that it cannot be answered."""
+        if remaining is None:
+            return self.request_timeout
+        return max(self.min_request_timeout, min(self.request_timeout, remaining))
+
+    @property
+    def min_request_timeout(self) -> float:
+        return self.ttl / 15
+
+    @property
+    def watch_timeout(self) -> float:
+        """A blocking query waits `watch_wait` plus Consul's jitter; then the answer travels."""
+        return self.watch_wait * (1 + _WATCH_JITTER) + self.request_timeout
+
+    @property
+    def watch_wait_text(self) -> str:
+        """`?wait=` as Consul reads it."""
+        return f"{int(self.watch_wait)}s"
+
+    @property
+    def min_watch_interval(self) -> float:
+        """Rate limit of a watch loop whose index does not move (or an answer without one)."""
+        return self.ttl / 60
+
+    @property
+    def retry_cap(self) -> float:
+        """The longest pause between retries of a failed request: well inside a renew
+        interval, so a fault that ends is noticed before the next renew."""
+        return min(self.renew_interval, self.ttl / 3)
+
+    def backoff(self, attempt: int) -> float:
+        """Pause before retry `attempt` (0 for the first) of a failed request."""
+        _check_attempt(attempt)
+        base = self.retry_cap / 8
+        return min(self.retry_cap, base * 2.0 ** min(attempt, _MAX_EXPONENT))
+
+    @property
+    def role_check_ttl(self) -> float:
+        """A little shorter than the lease check's TTL. The two are passed one round trip
+        apart, so a small margin orders their expiry; a large one would eat into the outage a
+        leader must survive (TTL - SLEEP), since the role check must not lapse during it."""
+        return self.ttl - min(0.25, (self.ttl - self.renew_interval) / 4)
+
+    @property
+    def other_primary_wait(self) -> float:
+        """How long a new leader waits for another passing primary to go before publishing
+        anyway: that instance's role check expires within its TTL of its last pass (no later
+        than when we first saw it); the margin covers the agent's sync to the catalog."""
+        return self.role_check_ttl + self.ttl / 10
+
+    @property
+    def other_primary_recheck(self) -> float:
+        """How often a waiting leader asks again whether the other primary is gone."""
+        return self.ttl / 30
+
+    @property
+    def target_grace(self) -> float:
+        """How long a target service may be deregistered before we stop competing for it:
+        Nomad deregisters and registers again within a sync."""
+        return self.renew_interval
+
+    @property
+    def discovery_interval(self) -> float:
+        """How often the allocation's services are listed while none is known."""
+        return self.ttl / 15
+
+    @property
+    def rediscovery_interval(self) -> float:
+        """...and once they are (a service added to a running allocation is rare)."""
+        return self.renew_interval
+
+    @property
+    def heartbeat_period(self) -> float:
+        """The control loop's heartbeat (for /livez), at most a second."""
+        return min(1.0, self.renew_interval / 2)
+
+    @property
+    def wedged_after(self) -> float:
+        return self.heartbeat_period * _HEARTBEATS_BEFORE_WEDGED
+
+    @property
+    def shutdown_budget(self) -> float:
+        """A clean shutdown fits inside Nomad's kill timeout."""
+        return NOMAD_KILL_TIMEOUT * _SHUTDOWN_SHARE
+
+    @property
+    def session_dead_after(self) -> float:
+        """Consul invalidates a session at most 2 x TTL after its last renew (§1.4)."""
+        return 2 * self.ttl

@@ -80,6 +80,36 @@ class RecordingEffects:
     def exit_leader(self, t: Transition) -> None:
         self._record("exit_leader", t)
 
+    def retry_acquire(self, t: Transition) -> None:
+        self._record("retry_acquire", t)
+
+    def vouch_replica(self, t: Transition) -> None:
+        self._record("vouch_replica", t)
+
+    def vouch_lease(self, t: Transition) -> None:
+        self._record("vouch_lease", t)
+
+    def vouch_primary(self, t: Transition) -> None:
+        self._record("vouch_primary", t)
+
+    def prepare_session(self, t: Transition) -> None:
+        self._record("prepare_session", t)
+
+    def create_session(self, t: Transition) -> None:
+        self._record("create_session", t)
+
+    def adopt_targets(self, t: Transition) -> None:
+        self._record("adopt_targets", t)
+
+    def mark_published(self, t: Transition) -> None:
+        self._record("mark_published", t)
+
+    def await_other_primary(self, t: Transition) -> None:
+        self._record("await_other_primary", t)
+
+    def publish_over_other_primary(self, t: Transition) -> None:
+        self._record("publish_over_other_primary", t)
+
     def _record(self, name: str, payload: Transition | Refusal) -> None:
         if self._allowed is not None and name not in self._allowed:
             raise UnexpectedEffect(f"unexpected effect {name}({payload})")

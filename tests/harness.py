@@ -201,6 +201,20 @@ class Sidecar:
         result: dict[str, Any] = reply.json()
         return result
 
+    @property
+    def published_id(self) -> str:
+        """The instance that carries this sidecar's role: its own registration for the task's
+        service (the default), or the task's service itself in the seed-compatible mode."""
+        if self.env.get("CONSUL_LEADER_PUBLISH") == "labels" or not self.alloc_id:
+            return self.service_id
+        return f"consul-leader-{self.alloc_id}-{self.service_id}"
+
+    def published_service(self) -> dict[str, Any]:
+        reply = requests.get(f"{self.agent}/v1/agent/service/{self.published_id}", timeout=2)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
+
     def owns(self, service: Mapping[str, Any]) -> bool:
         """Whether `service` (a service definition, as the agent or a health entry shows it)
         is one of this sidecar's instances: its ID or its Meta names the allocation. Without

@@ -9,8 +9,9 @@
 # With Nomad workload identity (Nomad >= 1.7) attach it to the role that your `nomad-tasks`
 # binding rule gives the sidecar task's token (see deploy/nomad/README.md).
 #
-# Not granted, because the sidecar never asks for it: agent (it does not call /v1/agent/self;
-# the session's node defaults to the local agent's), node write, reads of other services,
+# Not granted, because the sidecar never asks for it: agent (it calls /v1/agent/self only when
+# CONSUL_LEADER_NODE is set with health checks on, to check that it names the local agent's
+# node; then add agent_prefix "" { policy = "read" }), node write, reads of other services,
 # operator, acl, keyring, and write on any other key or service. Every rule below is needed:
 # the tests remove each in turn and the sidecar then refuses to lead.
 # Clients that look the primary up (health/service/postgres?tag=primary&passing) need read
@@ -34,13 +35,15 @@ session_prefix "" {
   policy = "write"
 }
 
-# The target services (the Nomad-registered postgres instances):
+# The target services (the Nomad-registered postgres instances) and the instances the sidecar
+# registers for them under the same name (ID consul-leader-<alloc>-<target id>):
 #   GET /v1/agent/services (discovery; entries the token cannot read are silently dropped),
-#   GET /v1/agent/service/<id> (blocking on ?hash= to notice Nomad re-registering it),
-#   PUT /v1/agent/service/register (re-register with the primary/replica tag),
-#   PUT /v1/agent/check/register, /v1/agent/check/pass/<id>, /v1/agent/check/deregister/<id>
-#     (the TTL check consul-leader:role:<service id> that keeps a stale primary out of
-#     `?passing` answers; check writes need write on the check's service).
+#   GET /v1/agent/service/<id> (blocking on ?hash= to notice Nomad re-registering a target),
+#   PUT /v1/agent/service/register and /deregister/<id> (our instance, with its alias check
+#     and its TTL check consul-leader:role:<target id>),
+#   PUT /v1/agent/check/register, /v1/agent/check/pass/<id> (that TTL check, which keeps a
+#     stale primary out of `?passing` answers; check writes need write on the check's service).
+# With CONSUL_LEADER_PUBLISHED_NAME, grant write on that name too.
 service "postgres" {
   policy = "write"
 }

@@ -88,17 +88,22 @@ job "postgres" {
         EOT
       }
 
-      # The service the sidecar tags. Its Consul ID is
+      # The service the sidecar publishes the role for (its target). Its Consul ID is
       #   _nomad-task-<alloc id>-postgres-postgres-db   (task "postgres", service "postgres",
-      # port "db"), which CONSUL_LEADER_SERVICE_IDS in the sidecar below names.
+      # port "db"), which CONSUL_LEADER_SERVICE_IDS in the sidecar below names. The sidecar
+      # registers its own instance of "postgres" beside it (consul-leader-<alloc id>-<that ID>,
+      # tagged primary or replica, with an alias check on this service): Nomad's syncs never
+      # touch it. Clients of "postgres" then see both; to see only the sidecar's instances, name
+      # this service "postgres-task" and set CONSUL_LEADER_PUBLISHED_NAME = "postgres" (and
+      # the IDs and the ACL policy accordingly).
       service {
         name = "postgres"
         port = "db"
         tags = ["postgres"]
 
-        # Without this Nomad reverts the sidecar's primary/replica tags at its next sync, about
-        # every 30 s. With it, Nomad adopts them, though a job update still re-registers the
-        # service with the tags above; the sidecar watches the service and tags it again.
+        # Matters only with CONSUL_LEADER_PUBLISH = "labels" (the seed-compatible mode, which
+        # tags this service itself): without it Nomad reverts the tags at every sync; with it
+        # Nomad adopts them, but an operation sync can push stale ones back (see the README).
         enable_tag_override = true
 
         check {

@@ -34,23 +34,12 @@ class KnownProblem:
         return self.reason
 
 
-# DESIGN §7: Nomad undoes what the sidecar writes into the registration Nomad owns.
-ROLE_CHECK_DELETED = KnownProblem(
-    "issue 11: every periodic Nomad sync finds the sidecar's Meta.session on the Nomad-owned "
-    "service, re-registers it with replace-existing-checks and so deletes the sidecar's role "
-    "check: the leader is out of ?passing until its next renew round registers the check "
-    "again (no passing primary about half the time)")
-STALE_PRIMARY = KnownProblem(
-    "issue 11: a periodic Nomad sync adopts the leader's primary tag into Nomad's copy and "
-    "re-registers the service without the sidecar's role check; once that sidecar is dead, "
-    "paused, cut off or demoted, Nomad's copy keeps (or an operation sync puts back) its "
-    "instance as a passing primary that no TTL expires: the next leader waits for it to go "
-    "(until the old sidecar relabels it) or two primaries are listed")
-BOTH_PROBLEMS = KnownProblem(
-    f"{ROLE_CHECK_DELETED.reason}; and {STALE_PRIMARY.reason.removeprefix('issue 11: ')}")
-# Not Nomad's doing: it fails the same way on Consul alone (the lead's wording, main 0c03001).
+# Not Nomad's doing: it fails the same way on Consul alone. No sidecar can fix it: nothing of
+# a revoked token's can be synced, and a bounded wait must end.
 REVOKED_TOKEN_KEEPS_ROLE_CHECK = KnownProblem(
-    "issue 11: the revoked token cannot sync the old leader's role check to the catalog "
-    "(consul agent/local/state.go syncCheck uses the check's own token), so Consul keeps "
-    "listing it as a passing primary and the new leader waits for it without limit",
+    "the revoked token cannot sync the old leader's role check to the catalog (consul "
+    "agent/local/state.go syncCheck uses the check's own token), so Consul keeps listing it "
+    "as a passing primary; the new leader waits for it only up to the bound (its role "
+    "check's TTL + TTL/10, issue 11) and then publishes over it, so two primaries are listed "
+    "until the old sidecar registers its instance again with a valid token",
     nomad_undoes_writes=False)

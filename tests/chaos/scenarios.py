@@ -21,13 +21,7 @@ import requests
 
 from tests.chaos import analysis, mutations
 from tests.chaos.cluster import ChaosCluster, ClusterSettings, consul_only, register_like_nomad
-from tests.chaos.known import (
-    BOTH_PROBLEMS,
-    REVOKED_TOKEN_KEEPS_ROLE_CHECK,
-    ROLE_CHECK_DELETED,
-    STALE_PRIMARY,
-    KnownProblem,
-)
+from tests.chaos.known import REVOKED_TOKEN_KEEPS_ROLE_CHECK, KnownProblem
 from tests.chaos.members import Member
 from tests.chaos.proxy import Hook
 from tests.chaos.timeline import FaultMark, TimelineEvent
@@ -500,31 +494,25 @@ def _catalogue() -> list[Scenario]:
     acl = replace(BASE, acl=True)
     lock_delay_ttl = replace(BASE, lock_delay=TTL)  # closes the cut-off window (README)
     return [
-        Scenario("sigkill-leader", 1, "leader SIGKILL", sigkill_leader, ci=True, new_term=True,
-                 expected_failure=STALE_PRIMARY),
+        Scenario("sigkill-leader", 1, "leader SIGKILL", sigkill_leader, ci=True, new_term=True),
         Scenario("sigterm-leader", 2, "leader SIGTERM", sigterm_leader, bound=GRACEFUL_BOUND,
                  ci=True, new_term=True),
         *(
             Scenario(f"sigstop-leader-{ttls:g}ttl", 3, f"leader SIGSTOP {ttls:g} x TTL, SIGCONT",
-                     sigstop_leader(ttls), ci=ttls == 1.5,
-                     # Paused beyond the bound: only the pause's end frees Nomad's copy.
-                     expected_failure=STALE_PRIMARY if ttls * TTL > CRASH_BOUND else None)
+                     sigstop_leader(ttls), ci=ttls == 1.5)
             for ttls in (0.5, 1.0, 1.5, 3.0)
         ),
         Scenario("servers-down-short", 4, "servers down 0.8 x (TTL - SLEEP)",
                  servers_down(0.8 * (TTL - SLEEP)), ci=True, detection=NO_REACTION, bound=None,
-                 same_leader=True, expected_failure=ROLE_CHECK_DELETED),
+                 same_leader=True),
         Scenario("servers-down-long", 4, "servers down TTL + 1 s", servers_down(TTL + 1.0),
                  bound_from="end"),
         Scenario("agent-unreachable", 5, "leader's agent refuses connections for 2 x TTL",
-                 agent_unreachable, ci=True, new_term=True,
-                 expected_failure=STALE_PRIMARY),
+                 agent_unreachable, ci=True, new_term=True),
         Scenario("node-lost", 5, "leader's node lost for 2 x TTL", node_lost,
-                 bound=QUICK_BOUND, ci=True, new_term=True,
-                 expected_failure=STALE_PRIMARY),
+                 bound=QUICK_BOUND, ci=True, new_term=True),
         Scenario("node-lost-lockdelay-ttl", 5, "leader's node lost, lock-delay = TTL",
-                 node_lost, bound=TTL + 1.0, new_term=True, settings=lock_delay_ttl, ci=True,
-                 expected_failure=BOTH_PROBLEMS),
+                 node_lost, bound=TTL + 1.0, new_term=True, settings=lock_delay_ttl, ci=True),
         Scenario("agent-unreachable-lockdelay-ttl", 5,
                  "leader's agent refuses connections, lock-delay = TTL", agent_unreachable,
                  bound=2 * TTL + TTL + 1.0, new_term=True, settings=lock_delay_ttl),
@@ -533,20 +521,17 @@ def _catalogue() -> list[Scenario]:
         Scenario("5xx-bursts", 7, f"bursts of {BURST} x 500/502/503 at the leader's agent",
                  error_bursts, bound_from="end"),
         Scenario("consul-failover", 7, "Consul leader failover (0.5 s, timers restarted)",
-                 consul_failover, ci=True, detection=NO_REACTION, bound=None, same_leader=True,
-                 expected_failure=ROLE_CHECK_DELETED),
+                 consul_failover, ci=True, detection=NO_REACTION, bound=None, same_leader=True),
         Scenario("session-destroyed", 8, "leader's session destroyed by someone else",
                  session_destroyed, bound=QUICK_BOUND, ci=True, new_term=True),
         Scenario("key-deleted", 8, "lock key deleted", key_deleted, bound=QUICK_BOUND, ci=True,
                  new_term=True),
         Scenario("key-deleted-leader-cut-off", 8,
                  "lock key deleted while the leader's agent refuses connections",
-                 key_deleted_leader_cut_off, new_term=True, ci=True,
-                 expected_failure=STALE_PRIMARY),
+                 key_deleted_leader_cut_off, new_term=True, ci=True),
         Scenario("key-overwritten", 8, "lock key overwritten by a plain PUT", key_overwritten,
                  detection=Detection("measured", "until the leader's value is written back"),
-                 bound=None, same_leader=True, ci=True,
-                 expected_failure=ROLE_CHECK_DELETED),
+                 bound=None, same_leader=True, ci=True),
         Scenario("key-overwritten-then-handover", 8,
                  "lock key overwritten by a plain PUT, then the leader hands over (SIGTERM)",
                  key_overwritten_then_handover,
@@ -565,18 +550,16 @@ def _catalogue() -> list[Scenario]:
         *(
             Scenario(f"proxy-index-{kind}", 11, f"X-Consul-Index {kind} on every answer",
                      rewrite_index(kind), ci=kind == "backwards", detection=NO_REACTION,
-                     bound=None, same_leader=True, expected_failure=ROLE_CHECK_DELETED)
+                     bound=None, same_leader=True)
             for kind in ("backwards", "zero", "missing", "garbage")
         ),
         Scenario("proxy-body-truncated", 11, "leader's answers truncated or cut mid-body",
                  mangle_leader_bodies("bodies truncated", mutations.truncated_bodies),
-                 new_term=True,
-                 expected_failure=STALE_PRIMARY),
+                 new_term=True),
         Scenario("proxy-body-corrupted", 11, "leader's answers corrupted",
                  mangle_leader_bodies("bodies corrupted",
                                       lambda: mutations.corrupted_bodies().apply),
-                 ci=True, new_term=True,
-                 expected_failure=STALE_PRIMARY),
+                 ci=True, new_term=True),
     ]
 
 
@@ -586,31 +569,28 @@ def _nomad_catalogue() -> list[Scenario]:
         Scenario("nomad-steady-state", 14,
                  f"no fault for {STEADY_PERIODS} sync periods ({STEADY_SECONDS:g} s: Nomad's "
                  "periodic syncs only)",
-                 steady_state, detection=NO_REACTION, bound=None, same_leader=True, ci=True,
-                 expected_failure=ROLE_CHECK_DELETED),
+                 steady_state, detection=NO_REACTION, bound=None, same_leader=True, ci=True),
         Scenario("consul-only-steady-state", 14,
                  "no fault for as long, without Nomad (the control of the row above)",
                  steady_state, detection=NO_REACTION, bound=None, same_leader=True,
                  settings=consul_only(BASE)),
         Scenario("nomad-operation-sync-after-handover", 15,
                  "leader hands over (session destroyed), then an operation sync on its node",
-                 operation_sync_after_handover, bound=QUICK_BOUND, new_term=True, ci=True,
-                 expected_failure=STALE_PRIMARY),
+                 operation_sync_after_handover, bound=QUICK_BOUND, new_term=True, ci=True),
         Scenario("nomad-sigkill-leader-restarted", 16,
                  "leader's sidecar SIGKILLed; Nomad restarts the task after the restart delay",
-                 sigkill_leader_restarted, new_term=True, expected_failure=STALE_PRIMARY),
+                 sigkill_leader_restarted, new_term=True),
         Scenario("nomad-sigterm-leader-restarted", 17,
                  "leader's sidecar alone restarted (SIGTERM, restart delay), one operation "
                  "sync in between", sigterm_leader_restarted, bound=GRACEFUL_BOUND,
-                 new_term=True, ci=True, expected_failure=BOTH_PROBLEMS),
+                 new_term=True, ci=True),
         Scenario("nomad-alloc-stop-deaf-sidecar", 18,
                  "leader's allocation stopped, its sidecar ignores SIGTERM (SIGKILL at "
                  "kill_timeout, tokens revoked; ACLs on)", stop_allocation_deaf_sidecar,
                  bound=NOMAD.kill_timeout + CRASH_BOUND, new_term=True, settings=deaf_acl),
         Scenario("nomad-drain-leader-node", 19,
                  "leader's node drained (allocation replaced elsewhere, then stopped)",
-                 drain_leader_node, bound=GRACEFUL_BOUND, new_term=True,
-                 expected_failure=ROLE_CHECK_DELETED),
+                 drain_leader_node, bound=GRACEFUL_BOUND, new_term=True),
         Scenario("nomad-client-restart", 20,
                  "Nomad client on the leader's node restarted (1 s away)",
                  nomad_client_restart, detection=RESTORE, bound=RELABEL_BOUND,

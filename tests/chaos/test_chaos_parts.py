@@ -19,11 +19,7 @@ import pytest
 import requests
 
 from tests.chaos import analysis
-from tests.chaos.known import (
-    REVOKED_TOKEN_KEEPS_ROLE_CHECK,
-    ROLE_CHECK_DELETED,
-    KnownProblem,
-)
+from tests.chaos.known import REVOKED_TOKEN_KEEPS_ROLE_CHECK, KnownProblem
 from tests.chaos.members import ProcessExit, ProcessSidecar
 from tests.chaos.mutations import (
     BackwardsIndex,
@@ -434,6 +430,10 @@ def test_the_table_has_a_row_per_scenario_and_says_what_failed() -> None:
     assert first.split()[0] == "calm" and first.split()[-1] == "ok"
     assert second.split()[0] == "stormy" and second.split()[-1] == "FAIL"
     assert "stormy: run 1: it broke" in text
+
+
+# A problem caused by Nomad undoing the sidecar's writes (issue 11 removed the last real one).
+ROLE_CHECK_DELETED = KnownProblem("issue N: a Nomad sync deletes the sidecar's role check")
 
 
 def test_an_expected_failure_shows_as_xfail_or_xpass_and_is_listed_with_its_reason() -> None:

@@ -26,21 +26,6 @@ def consul() -> Iterator[ConsulDouble]:
 # for `@pytest.mark.parametrize("group", [CONSUL_ONLY], indirect=True)` and says why.
 CONSUL_ONLY = {"nomad": False}
 
-# Expected failures while the sidecar writes Meta and a role check into Nomad's own service
-# (DESIGN §7): what Nomad's syncs undo, and what a test sees. Issue 11 publishes the role
-# through a registration the sidecar owns; these turn into passes then (non-strict: timing
-# can let one pass today).
-NOMAD_SYNC_DROPS_ROLE_CHECK = (
-    "issue 11: each periodic sync finds Meta.session differs from Nomad's copy and "
-    "re-registers the leader's service with replace-existing-checks: the role check is "
-    "deleted, the sidecar registers it again critical, and the leader is out of ?passing "
-    "until its next renew (about 1 s of every 2 s), so the_primary() can be None")
-NOMAD_SYNC_REVIVES_OLD_PRIMARY = (
-    "issue 11: a periodic sync adopts the old leader's primary tag and re-registers its "
-    "service with replace-existing-checks, deleting its expired role check: the old "
-    "leader's instance is a passing primary again and the new leader is not listed")
-
-
 @pytest.fixture
 def group(consul: ConsulDouble, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Group]:
     settings = getattr(request, "param", {})

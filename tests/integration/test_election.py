@@ -17,8 +17,6 @@ import requests
 from tests.harness import Group, HealthObserver, NomadGroup, NomadSidecar, Sidecar, wait_for
 from tests.integration.conftest import (
     CONSUL_ONLY,
-    NOMAD_SYNC_DROPS_ROLE_CHECK,
-    NOMAD_SYNC_REVIVES_OLD_PRIMARY,
     SLEEP,
     TTL,
 )
@@ -141,17 +139,19 @@ def _value(group: Group) -> bytes:
     return base64.b64decode(entry["Value"]) if entry and entry.get("Value") else b""
 
 
-def test_labels_put_back_after_reregistration(group: NomadGroup,
+def test_nomad_syncs_find_nothing_to_put_back(group: NomadGroup,
                                               observer: HealthObserver) -> None:
-    """Nomad re-registers the leader's service from its own copy (an operations sync)."""
+    """The role lives on the sidecar's own registration: Nomad's copy of its service and the
+    agent's agree, so neither an operations nor a periodic sync re-registers anything, and
+    the primary stays where it is (before, each sync wrote over the labels and Meta)."""
     leader = group.wait_single_primary(timeout=3.0)
-    (record,) = group.sync_now("operations", [leader.node])
-    assert leader.service_id in record.reregistered, "Nomad's sync wrote nothing over ours"
-    wait_for(lambda: "primary" in tags(leader), 1.0, "the primary label back")
-    group.wait_single_primary(timeout=1.0)
+    for reason in ("operations", "periodic"):
+        (record,) = group.sync_now(reason, [leader.node])
+        assert leader.service_id not in record.reregistered
+        assert group.the_primary() is leader
+    assert "primary" in tags(leader)
 
 
-@pytest.mark.xfail(reason=NOMAD_SYNC_DROPS_ROLE_CHECK, strict=False)
 def test_short_server_outage_changes_nothing(
     group: Group,
     consul,  # type: ignore[no-untyped-def]
@@ -193,7 +193,6 @@ def test_long_server_outage_steps_down_then_recovers(
     wait_for(lambda: len(group.leaders_by_status()) == 1, 2.0, "exactly one Leader by /status")
 
 
-@pytest.mark.xfail(reason=NOMAD_SYNC_REVIVES_OLD_PRIMARY, strict=False)
 def test_paused_leader_never_overlaps(group: Group, observer: HealthObserver) -> None:
     old = group.wait_single_primary(timeout=3.0)
     old.send(signal.SIGSTOP)
@@ -226,7 +225,6 @@ def _deregister(sidecar: Sidecar) -> None:
     requests.put(url, timeout=2).raise_for_status()
 
 
-@pytest.mark.xfail(reason=NOMAD_SYNC_DROPS_ROLE_CHECK, strict=False)
 @pytest.mark.parametrize("group", [{"restart_delay": 2 * TTL}], indirect=True)
 def test_leader_whose_service_is_gone_hands_over(group: NomadGroup,
                                                  observer: HealthObserver) -> None:

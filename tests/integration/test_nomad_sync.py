@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.harness import HealthObserver, NomadGroup, Sample, Sidecar, wait_for
-from tests.integration.conftest import NOMAD_SYNC_DROPS_ROLE_CHECK, SLEEP
+from tests.integration.conftest import SLEEP
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,6 @@ def replicas_labelled(group: NomadGroup, leader: Sidecar) -> bool:
     return all("replica" in s.labels() for s in group.sidecars if s is not leader)
 
 
-@pytest.mark.xfail(reason=NOMAD_SYNC_DROPS_ROLE_CHECK, strict=False)
 def test_periodic_sync_while_settled_keeps_one_passing_primary(
         group: NomadGroup, observer: HealthObserver) -> None:
     leader = group.wait_single_primary(timeout=3.0)

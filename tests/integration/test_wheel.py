@@ -81,7 +81,8 @@ def test_wheel_holds_every_module_and_no_test_helper(wheel: Path) -> None:
     files = set(names(wheel))
     expected = {"consul_leader/__init__.py", "consul_leader/__main__.py"}
     for folder in ("fsm", "adapters"):
-        expected |= {f"consul_leader/{folder}/{p.name}" for p in (REPO / folder).glob("*.py")}
+        expected |= {f"consul_leader/{folder}/{p.relative_to(REPO / folder).as_posix()}"
+                     for p in (REPO / folder).rglob("*.py")}
     python_files = {n for n in files if not n.startswith(DIST_INFO)}
     assert python_files == expected
     assert not [n for n in files if "test" in n.rsplit("/", 1)[-1]], "no test helpers"

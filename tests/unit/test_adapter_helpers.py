@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -10,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from consul_leader.adapters.consul import Reply
+from consul_leader.adapters.consul.port import AgentService
+from consul_leader.adapters.election.key import LockHolder, next_index
 from consul_leader.adapters.hooks import HookRunner, LeaderFile
-from consul_leader.adapters.lock import next_index, observe
-from consul_leader.adapters.logs import JsonFormatter, LogfmtFormatter
-from consul_leader.adapters.tagger import Role, labelled, registration_body
-from consul_leader.fsm.observation import KeyObservation
+from consul_leader.adapters.observability.logs import JsonFormatter, LogfmtFormatter
+from consul_leader.adapters.publishing.labels import (
+    Role,
+    alloc_targets,
+    labelled,
+    registration_body,
+)
 
 
 @pytest.mark.parametrize(
@@ -52,31 +55,6 @@ def test_registration_body_keeps_the_definition_and_drops_read_only_fields() -> 
     for refused in ("Service", "Datacenter", "ContentHash", "CreateIndex", "ModifyIndex"):
         assert refused not in body  # register decoding is strict (§0)
     assert body["TaggedAddresses"] == {"custom": {"Address": "192.0.2.1", "Port": 1}}
-
-
-def _reply(status: int, body: object, index: str | None = "7") -> Reply:
-    headers = {"X-Consul-Index": index} if index is not None else {}
-    raw = b"" if body is None else json.dumps(body).encode()
-    return Reply(status=status, headers=headers, body=raw)
-
-
-def test_observe_a_held_key() -> None:
-    entry = {"LockIndex": 3, "Key": "k", "Flags": 0, "Session": "s1", "CreateIndex": 1,
-             "ModifyIndex": 7, "Value": base64.b64encode(b"hello").decode()}
-    assert observe(_reply(200, [entry])) == KeyObservation(
-        exists=True, session="s1", lock_index=3, modify_index=7, value=b"hello")
-
-
-def test_observe_a_free_key_with_null_value_and_a_missing_key() -> None:
-    entry = {"LockIndex": 1, "Key": "k", "Flags": 0, "Value": None, "ModifyIndex": 8}
-    assert observe(_reply(200, [entry])).session is None
-    assert observe(_reply(404, None)) == KeyObservation(exists=False, modify_index=7)
-
-
-@pytest.mark.parametrize("body", [{}, [], ["x"], [1], "true"])
-def test_observe_refuses_answers_of_the_wrong_shape(body: object) -> None:
-    with pytest.raises(ValueError):
-        observe(_reply(200, body))
 
 
 @pytest.mark.parametrize(
@@ -147,18 +125,22 @@ def test_a_hook_that_outlives_its_timeout_is_killed(tmp_path: Path) -> None:
 
 
 def test_alloc_targets_prefer_services_named_like_ours() -> None:
-    from consul_leader.adapters.tagger import alloc_targets
-
     prefix = "_nomad-task-a1-"
-    services = {
-        "_nomad-task-a1-db-db-db": {"Service": "db"},
-        "_nomad-task-a1-sidecar-db-consul-leader-leader": {"Service": "db-consul-leader"},
-        "_nomad-task-a2-db-db-db": {"Service": "db"},  # another allocation
-        "web": {"Service": "web"},
-    }
+    services = {sid: AgentService(sid, name) for sid, name in [
+        ("_nomad-task-a1-db-db-db", "db"),
+        ("_nomad-task-a1-sidecar-db-consul-leader-leader", "db-consul-leader"),
+        ("_nomad-task-a2-db-db-db", "db"),  # another allocation
+        ("web", "web"),
+    ]}
     assert alloc_targets(services, prefix, "db") == ["_nomad-task-a1-db-db-db"]
     # No service of that name: every service of the allocation, as the original sidecar did.
     assert alloc_targets(services, prefix, "consul-leader") == [
         "_nomad-task-a1-db-db-db",
         "_nomad-task-a1-sidecar-db-consul-leader-leader",
     ]
+
+
+def test_the_lock_value_names_its_holder() -> None:
+    holder = LockHolder(host="h1", service="db", alloc_id="a1")
+    assert json.loads(holder.value("s1")) == {"session": "s1", "host": "h1", "service": "db",
+                                              "alloc_id": "a1"}

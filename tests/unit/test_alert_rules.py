@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from consul_leader.adapters.metrics import Metrics
+from consul_leader.adapters.observability.metrics import Metrics
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"

@@ -707,6 +707,24 @@ def test_node_name() -> None:
     assert load(CONSUL_LEADER_NODE="worker-3").node_name == "worker-3"
 
 
+def test_publishing_defaults_to_a_registration_of_our_own() -> None:
+    config = load()
+    assert (config.publish, config.published_name) == ("registration", None)
+    assert load(CONSUL_LEADER_PUBLISHED_NAME="db").published_name == "db"
+    assert load(CONSUL_LEADER_PUBLISH="labels").publish == "labels"
+
+
+def test_publishing_mode_must_be_known() -> None:
+    assert error(CONSUL_LEADER_PUBLISH="tags").startswith('CONSUL_LEADER_PUBLISH="tags": '
+                                                         "must be one of registration, labels")
+
+
+def test_a_published_name_needs_the_registration_mode() -> None:
+    line = error(CONSUL_LEADER_PUBLISH="labels", CONSUL_LEADER_PUBLISHED_NAME="db")
+    assert line.startswith('CONSUL_LEADER_PUBLISHED_NAME="db": only with '
+                           "CONSUL_LEADER_PUBLISH=registration")
+
+
 # --- the whole ------------------------------------------------------------------------------
 
 

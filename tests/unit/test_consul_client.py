@@ -21,15 +21,17 @@ from typing import Any, cast
 import pytest
 
 from consul_leader.adapters.config import load_config
-from consul_leader.adapters.consul import (
-    ConsulClient,
+from consul_leader.adapters.consul.errors import (
     ConsulDenied,
     ConsulError,
     ConsulRejected,
     ConsulUnavailable,
+    TlsError,
+)
+from consul_leader.adapters.consul.transport import (
+    ConsulClient,
     Reply,
     RequestObserver,
-    TlsError,
     endpoint_template,
     is_watch,
 )

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from consul_leader.adapters.checks import LEASE_SERVICE_NAME
 from consul_leader.adapters.config import VARIABLES, load_config
+from consul_leader.adapters.publishing.checks import LEASE_SERVICE_NAME
 from tests.consul_double.acl import AclSystem, Authorizer, parse_rules
 
 REPO = Path(__file__).resolve().parents[2]

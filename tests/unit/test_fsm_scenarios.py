@@ -56,9 +56,11 @@ def test_second_instance_follows_then_takes_over_when_the_leader_releases() -> N
         ("transitioned", FO, FO, e.LOCK_HELD_BY_OTHER),
         ("enter_candidate", FO, CA, e.LOCK_FREE),
         ("transitioned", FO, CA, e.LOCK_FREE),
+        ("retry_acquire", CA, CA, e.LOCK_DELAYED),
         ("transitioned", CA, CA, e.LOCK_DELAYED),
         ("enter_leader", CA, LE, e.LOCK_ACQUIRED),
         ("transitioned", CA, LE, e.LOCK_ACQUIRED),
+        ("vouch_primary", LE, LE, e.LOCK_HELD_BY_US),
         ("transitioned", LE, LE, e.LOCK_HELD_BY_US),
         ("exit_leader", LE, NS, e.SHUTDOWN),
         ("enter_no_session", LE, NS, e.SHUTDOWN),
@@ -78,7 +80,7 @@ def test_operator_deletes_the_lock_key_under_the_leader() -> None:
         ("exit_leader", LE, CA, Event.KEY_MISSING),
         ("enter_candidate", LE, CA, Event.KEY_MISSING),
         ("transitioned", LE, CA, Event.KEY_MISSING),
-        ("enter_candidate", CA, CA, Event.KEY_MISSING),  # try to acquire again
+        ("retry_acquire", CA, CA, Event.KEY_MISSING),  # try to acquire again
         ("transitioned", CA, CA, Event.KEY_MISSING),
         ("enter_leader", CA, LE, Event.LOCK_ACQUIRED),
         ("transitioned", CA, LE, Event.LOCK_ACQUIRED),
@@ -142,6 +144,68 @@ def test_sigterm_before_any_session_exits_cleanly_and_stays_stopped() -> None:
         ("transitioned", NS, NS, Event.SHUTDOWN),
         ("refused", NS, Event.SESSION_CREATED),
     ]
+
+
+def test_a_fresh_sidecar_competes_only_once_its_role_is_published_and_its_check_passes() -> None:
+    machine, recorder = started()
+    for event in [
+        Event.TARGETS_FOUND,  # Nomad registered the task's service
+        Event.REPLICA_PUBLISHED,  # no primary label of ours is left anywhere
+        Event.LEASE_CHECK_PASSED,  # the check the session binds to passes
+        Event.BOUND_CHECK_MISSING,  # ...but Consul lost it again (reaped after an outage)
+        Event.LEASE_CHECK_PASSED,  # registered and passed again
+        Event.SESSION_CREATED,
+    ]:
+        machine.handle(event, "story")
+
+    assert [name for name in recorder.names() if name != "transitioned"] == [
+        "adopt_targets", "prepare_session", "create_session", "prepare_session",
+        "create_session", "enter_candidate",
+    ]
+    assert machine.state is CA
+
+
+def test_a_leader_that_cannot_publish_gives_up_and_does_not_compete_again() -> None:
+    machine, recorder = started(LE)
+    machine.handle(Event.PUBLISH_REFUSED, "403 writing the primary label")
+    machine.handle(Event.PUBLISH_REFUSED, "403 writing the replica label")
+    machine.handle(Event.LEASE_CHECK_PASSED, "a stale answer")
+
+    assert log_of(recorder) == [
+        ("exit_leader", LE, NS, Event.PUBLISH_REFUSED),
+        ("enter_no_session", LE, NS, Event.PUBLISH_REFUSED),
+        ("transitioned", LE, NS, Event.PUBLISH_REFUSED),
+        ("transitioned", NS, NS, Event.PUBLISH_REFUSED),  # no session requested
+        ("create_session", NS, NS, Event.LEASE_CHECK_PASSED),
+        ("transitioned", NS, NS, Event.LEASE_CHECK_PASSED),
+    ]
+
+
+def test_a_new_leader_waits_a_bounded_time_for_an_old_primary() -> None:
+    machine, recorder = started(CA)
+    for event in [
+        Event.LOCK_ACQUIRED,
+        Event.OTHER_PRIMARY_SEEN,  # the old leader's label still passes
+        Event.LEASE_RENEWED,
+        Event.OTHER_PRIMARY_WAIT_OVER,  # it still does at the bound
+        Event.PRIMARY_PUBLISHED,
+    ]:
+        machine.handle(event, "story")
+
+    assert [name for name in recorder.names() if name != "transitioned"] == [
+        "enter_leader", "await_other_primary", "vouch_lease", "publish_over_other_primary",
+        "mark_published",
+    ]
+    assert machine.state is LE
+
+
+def test_a_follower_whose_service_is_gone_stops_competing() -> None:
+    machine, recorder = started(FO)
+    machine.handle(Event.TARGET_GONE, "deregistered by Nomad")
+    machine.handle(Event.REPLICA_PUBLISHED, "registered again")
+    assert machine.state is NS
+    assert recorder.names() == ["enter_no_session", "transitioned", "prepare_session",
+                                "transitioned"]
 
 
 # When adapters break their promise not to raise.

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from consul_leader.fsm import Event, LeaderMachine, State, Transition
-from consul_leader.fsm.table import INTERNAL_TRANSITIONS, RETRY_ACQUIRE, TRANSITIONS
+from consul_leader.fsm import Effects, Event, Facts, LeaderMachine, State, Transition
+from consul_leader.fsm.observation import KeyObservation
+from consul_leader.fsm.table import INTERNAL_TRANSITIONS, REACTION_NAMES, REACTIONS, TRANSITIONS
 from tests.fsm_testing import EffectCall, RecordingEffects, Refusal, force_state
 
 SPEC_PATH = Path(__file__).with_name("fsm_spec.json")
@@ -123,9 +124,29 @@ def test_table_has_at_most_one_rule_per_pair() -> None:
     assert [pair for pair, n in pairs.items() if n > 1] == []
 
 
-def test_retry_acquire_cases_are_internal_candidate_transitions() -> None:
-    assert RETRY_ACQUIRE <= INTERNAL_TRANSITIONS
-    assert {state for state, _ in RETRY_ACQUIRE} == {State.CANDIDATE}
+def test_reactions_belong_to_internal_transitions_and_are_effects() -> None:
+    assert set(REACTIONS) <= INTERNAL_TRANSITIONS
+    assert set(REACTIONS.values()) == set(REACTION_NAMES)
+    for name in REACTION_NAMES:
+        assert callable(getattr(Effects, name, None)), f"Effects has no {name}"
+        assert callable(getattr(RecordingEffects, name, None)), f"RecordingEffects lacks {name}"
+
+
+def test_only_a_candidate_retries_acquire() -> None:
+    retrying = {pair for pair, reaction in REACTIONS.items() if reaction == "retry_acquire"}
+    assert {state for state, _ in retrying} == {State.CANDIDATE}
+
+
+def test_facts_travel_unchanged_with_the_transition() -> None:
+    facts = Facts(session="s1", fencing_token=42,
+                  observation=KeyObservation(exists=True, session="s1", modify_index=42))
+    recorder = RecordingEffects()
+    machine = machine_in(State.CANDIDATE, recorder)
+
+    machine.handle(Event.LOCK_ACQUIRED, "acquire answered true", facts)
+
+    assert {call.payload.facts for call in recorder.calls
+            if isinstance(call.payload, Transition)} == {facts}
 
 
 def test_reflexive_shutdown_is_not_internal() -> None:

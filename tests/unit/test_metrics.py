@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-from consul_leader.adapters.metrics import (
+from consul_leader.adapters.observability.metrics import (
     ACQUIRE_RESULTS,
     HOOK_NAMES,
     HOOK_RESULTS,

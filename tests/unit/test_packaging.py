@@ -164,7 +164,7 @@ def test_the_code_imports_no_undeclared_third_party_package() -> None:
     # urllib3 is imported by the adapters directly, so it is declared with its own floor rather
     # than left to whatever requests allows (requests still allows urllib3 1.26).
     imported: set[str] = set()
-    for path in [*(REPO / "adapters").glob("*.py"), *(REPO / "fsm").glob("*.py")]:
+    for path in [*(REPO / "adapters").rglob("*.py"), *(REPO / "fsm").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 imported.update(alias.name.split(".")[0] for alias in node.names)

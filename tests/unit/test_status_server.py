@@ -17,7 +17,11 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge
 
-from consul_leader.adapters.status_server import ListenError, StatusServer, StatusSnapshot
+from consul_leader.adapters.observability.status_server import (
+    ListenError,
+    StatusServer,
+    StatusSnapshot,
+)
 
 STATES = ["NoSession", "Follower", "Candidate", "Leader"]
 ROUTES = ["/metrics", "/livez", "/readyz", "/healthz", "/primary", "/replica", "/status"]

@@ -1,4 +1,4 @@
-"""Consul HTTP client: one place that sends requests and sorts the answers.
+"""Consul HTTP transport: one place that sends requests and sorts the answers.
 
 ``ConsulClient.call`` returns a ``Reply`` for a 2xx answer or a status the caller
 allows, and otherwise raises one of four errors, so callers can tell "Consul said
@@ -26,8 +26,8 @@ Guarantees:
   would resend the token wherever ``Location`` points.
 * ``HTTP(S)_PROXY``/``NO_PROXY`` from the environment apply, as in Go's client.
 
-Not guaranteed: the timeout bounds connecting (at most ``CONNECT_TIMEOUT_MAX``) and
-each read, not the whole exchange; a server that trickles bytes can take longer.
+Not guaranteed: the timeout bounds connecting (at most the client's ``connect_timeout``)
+and each read, not the whole exchange; a server that trickles bytes can take longer.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ from consul_leader.adapters.config import (
     load_client_pair,
     read_token_file,
 )
+from consul_leader.adapters.consul.errors import (
+    ConsulDenied,
+    ConsulError,
+    ConsulRejected,
+    ConsulUnavailable,
+    MalformedAnswer,
+    TlsError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,61 +75,11 @@ RequestObserver = Callable[[str, str, int | None, float, bool], None]
 
 USER_AGENT = "consul-leader"
 BODY_LIMIT = 300
-CONNECT_TIMEOUT_MAX = 10.0
 TOKEN_HEADER = "X-Consul-Token"
 OTHER_ENDPOINT = "other"
 
 
-# --- errors and replies ------------------------------------------------------------------
-
-
-class ConsulError(Exception):
-    """A request that did not produce a usable answer; ``str()`` is one line."""
-
-    def __init__(self, reason: str, *, method: str = "", endpoint: str = "",
-                 status: int | None = None, body: str = "") -> None:
-        self.reason = reason
-        self.method = method
-        self.endpoint = endpoint
-        self.status = status
-        self.body = body
-        super().__init__(self._one_line())
-
-    def _one_line(self) -> str:
-        where = " ".join(part for part in (self.method, self.endpoint) if part)
-        text = f"{where}: {self.reason}" if where else self.reason
-        if self.status is not None:
-            text += f" (HTTP {self.status})"
-        if self.body:
-            text += ": " + " ".join(self.body.split())
-        return text
-
-
-class ConsulUnavailable(ConsulError):
-    """Consul could not answer: transport failure, timeout, 5xx, 429, unparsable body."""
-
-
-class ConsulDenied(ConsulError):
-    """403: the ACL token is missing, unknown, or lacks a permission."""
-
-
-class ConsulRejected(ConsulError):
-    """A 4xx (other than 403) the caller did not allow: the request itself was wrong."""
-
-
-class TlsError(ConsulUnavailable):
-    """The TLS handshake failed (certificate not trusted, name mismatch, client cert refused)."""
-
-
-# What parsing an answer of the wrong shape raises (a JSON list where an object belongs, a
-# string where a number does...). Callers treat these like ConsulUnavailable: no answer.
-MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
-
-
-def log_level(exc: BaseException) -> int:
-    """Denials and TLS failures need an operator (a policy or a certificate), so they are
-    errors; everything else is a transient fault that retries fix, so a warning."""
-    return logging.ERROR if isinstance(exc, ConsulDenied | TlsError) else logging.WARNING
+# --- replies ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -139,7 +97,7 @@ class Reply:
         try:
             return json.loads(self.body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            raise ConsulUnavailable(
+            raise MalformedAnswer(
                 f"unparsable answer ({exc.__class__.__name__})", method=self.method,
                 endpoint=self.endpoint, status=self.status, body=_printable(self.body),
             ) from None
@@ -218,7 +176,10 @@ class ConsulClient:
     """Sends requests to one Consul agent; safe to share between threads."""
 
     def __init__(self, settings: ConsulSettings, *, observer: RequestObserver | None = None,
-                 pool_size: int = 16) -> None:
+                 pool_size: int = 16, connect_timeout: float | None = None) -> None:
+        """``connect_timeout`` caps connecting (a blocking query's long read timeout must
+        not let an unreachable agent hold a connect attempt that long)."""
+        self._connect_timeout = connect_timeout
         self._settings = settings
         self._observer = observer
         self._token_lock = threading.Lock()
@@ -283,7 +244,7 @@ class ConsulClient:
             response = self._session.request(
                 request.method, self._settings.base_url + quote(request.path, safe="/"),
                 params=request.params, data=request.body, headers=headers, auth=self._auth,
-                timeout=(min(request.timeout, CONNECT_TIMEOUT_MAX), request.timeout),
+                timeout=(self._connect_cap(request.timeout), request.timeout),
                 allow_redirects=False,
             )
             status = response.status_code
@@ -293,6 +254,9 @@ class ConsulClient:
                                    client_cert=self._settings.client_cert is not None) from None
         finally:
             self._observe(request, status, time.monotonic() - started)
+
+    def _connect_cap(self, timeout: float) -> float:
+        return timeout if self._connect_timeout is None else min(timeout, self._connect_timeout)
 
     def _observe(self, request: _Request, status: int | None, seconds: float) -> None:
         if self._observer is None:
@@ -324,25 +288,30 @@ class ConsulClient:
 
     def _judge(self, request: _Request, response: requests.Response,
                allow: Collection[int]) -> Reply:
-        status = response.status_code
-        where: dict[str, Any] = {"method": request.method, "endpoint": request.endpoint,
-                                 "status": status}
-        if 200 <= status < 300 or status in allow:
-            return Reply(status, response.headers, response.content, request.method,
-                         request.endpoint)
-        body = self._redacted(_printable(response.content))
-        if status == 403:
-            raise ConsulDenied(f"permission denied (token from {self.token_source})",
-                               body=body, **where)
-        if status == 429:
-            raise ConsulUnavailable("rate limited", body=body, **where)
-        if status >= 500:
-            raise ConsulUnavailable("server error", body=body, **where)
-        raise ConsulRejected("request rejected", body=body, **where)
+        return sort_answer(request.method, request.endpoint, response.status_code,
+                           response.headers, response.content, allow,
+                           token_source=self.token_source, redact=self._redacted)
 
     def _redacted(self, text: str) -> str:
         token = self._current_token()
         return text.replace(token, "<redacted>") if token else text
+
+
+def sort_answer(method: str, endpoint: str, status: int, headers: Mapping[str, str],
+                content: bytes, allow: Collection[int] = (), *, token_source: str = "none",
+                redact: Callable[[str], str] = lambda text: text) -> Reply:
+    """A `Reply` for a 2xx (or allowed) answer; else the error the module docstring names."""
+    where: dict[str, Any] = {"method": method, "endpoint": endpoint, "status": status}
+    if 200 <= status < 300 or status in allow:
+        return Reply(status, headers, content, method, endpoint)
+    body = redact(_printable(content))
+    if status == 403:
+        raise ConsulDenied(f"permission denied (token from {token_source})", body=body, **where)
+    if status == 429:
+        raise ConsulUnavailable("rate limited", body=body, **where)
+    if status >= 500:
+        raise ConsulUnavailable("server error", body=body, **where)
+    raise ConsulRejected("request rejected", body=body, **where)
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,11 @@ class Metrics:
         self._hook_runs = Counter(f"{PREFIX}_hook_runs",
                                   "Runs of the promote/demote hooks, by hook and result.",
                                   ["hook", "result"], registry=registry)
+        self._over_other_primary = Counter(
+            f"{PREFIX}_published_over_other_primary",
+            "Times a new leader published its primary role while Consul still listed another "
+            "passing primary, after waiting for that one's role check to expire.",
+            registry=registry)
 
     def _register_build_info(self, registry: CollectorRegistry, version: str,
                              revision: str) -> None:
@@ -252,6 +257,9 @@ class Metrics:
 
     def fencing_token(self, value: int) -> None:
         self._fencing_token.set(value)
+
+    def published_over_other_primary(self) -> None:
+        self._over_other_primary.inc()
 
     def hook_run(self, hook: str, result: str) -> None:
         _require(hook, HOOK_NAMES, "hook")
