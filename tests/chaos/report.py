@@ -51,6 +51,18 @@ DEFINITIONS = {
     "crashes": "sidecar processes that exited without being stopped, exited non-zero after "
                "SIGTERM, needed SIGKILL after SIGTERM (unless made deaf on purpose), or had "
                "a thread die of an unforeseen error (even if restarted)",
+    "writes": "writes the fenced store accepted from the allocations' writers (each writes "
+              "every 40 ms with the token of its sidecar's leader file while the file exists; "
+              "all runs)",
+    "fenced": "writes the store rejected (409) because a higher token had been accepted: a "
+              "stale leader's writes stopped by fencing (all runs)",
+    "late": "accepted writes whose term Consul had already ended (a later acquisition or a "
+            "release of the lock key in Consul's journal) before any later term had written: "
+            "no token can stop those; a lock-delay narrows them (all runs)",
+    "stale": "stale writes accepted: late writes accepted after a write of a later term had "
+             "been accepted, judged from Consul's journal of the lock key, not from the "
+             "store's verdicts; any is a violation, as is a token Consul never gave the "
+             "writer's session or a 409 with no higher token accepted before (all runs)",
     "result": "ok: every invariant held; FAIL; xfail: failed, and the scenario names the known "
               "problem that makes today's sidecar fail it (expected failures below); XPASS: "
               "names one, yet held",
@@ -93,6 +105,12 @@ class ScenarioSummary:
     def unexpected_failure(self) -> bool:
         return not self.ok and self.expected_failure is None
 
+    def fencing_totals(self) -> dict[str, int | None]:
+        """The fencing figures summed over the runs (None where no run judged its writes)."""
+        judged = [r.fencing.to_json() for r in self.results if r.fencing is not None]
+        keys = ("writes_accepted", "writes_rejected", "late_accepted", "stale_accepted")
+        return {key: sum(f[key] for f in judged) if judged else None for key in keys}
+
     @property
     def worst(self) -> RunResult:
         """The run to draw: most violations, then longest time without a leader."""
@@ -119,6 +137,7 @@ class ScenarioSummary:
             "recovery_max_s": _r(max(recoveries, default=None)),
             "bound_s": bounds.pop() if len(bounds) == 1 else None,
             "leader_changes": sum(r.leader_changes for r in self.results),
+            **self.fencing_totals(),
             "ok": self.ok,
             "outcome": self.outcome,
             "expected_failure": None if self.expected_failure is None
@@ -153,6 +172,10 @@ COLUMNS = (
     ("crashes", "crashes", ">"),
     ("recovery s", "recovery_max_s", ">"),
     ("bound s", "bound_s", ">"),
+    ("writes", "writes_accepted", ">"),
+    ("fenced", "writes_rejected", ">"),
+    ("late", "late_accepted", ">"),
+    ("stale", "stale_accepted", ">"),
     ("result", "outcome", "<"),
 )
 
