@@ -205,7 +205,7 @@ def run_violations(cluster: ChaosCluster) -> tuple[list[str], dict[str, int], li
     busiest = {s.name: cluster.proxies[s.node].stats.busiest_second() for s in cluster.sidecars}
     crashes = crash_reports(cluster.exits, cluster)
     violations = [*_safety_violations(cluster.timeline, cluster.settings),
-                  *_fencing_violations(cluster), *analysis.hot_loops(busiest), *crashes]
+                  *fenced_writes_violations(cluster), *analysis.hot_loops(busiest), *crashes]
     return crashes, busiest, violations
 
 
@@ -259,7 +259,7 @@ def _safety_violations(timeline: Timeline, settings: ClusterSettings) -> list[st
     return violations
 
 
-def _fencing_violations(cluster: ChaosCluster) -> list[str]:
+def fenced_writes_violations(cluster: ChaosCluster) -> list[str]:
     """Stale writes accepted and the like (tests/fencing/judge.py), writers that ended on
     their own, and a run in which no writer ever wrote (the check would be empty)."""
     figures = cluster.fencing
