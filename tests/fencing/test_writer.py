@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.fencing import writer as writer_module
 from tests.fencing.store import StoreServer
 from tests.harness import wait_for
 
@@ -71,3 +72,14 @@ def test_without_a_leader_file_or_an_id_it_exits_2(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2
     assert "--leader-file" in done.stderr
+
+
+def test_an_answer_that_is_not_the_stores_json_is_kept_as_text_not_a_crash() -> None:
+    assert writer_module._answer(b'{"accepted": true}') == {"accepted": True}
+    assert writer_module._answer(b"<html>500</html>") == {"body": "<html>500</html>"}
+    assert writer_module._answer(b"[1]") == {"body": "[1]"}
+
+
+def test_a_store_that_does_not_answer_is_status_0() -> None:
+    status, answer = writer_module.write("http://127.0.0.1:9", "w", writer_module.Belief(1, "s"))
+    assert status == 0 and "error" in answer

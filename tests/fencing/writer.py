@@ -89,12 +89,21 @@ def write(store: str, writer: str, belief: Belief) -> tuple[int, dict[str, objec
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
+            return reply.status, _answer(reply.read())
+    except urllib.error.HTTPError as exc:  # 409 and the like: an answer all the same
         with exc:
-            return exc.code, json.loads(exc.read() or b"{}")
-    except (OSError, ValueError) as exc:
+            return exc.code, _answer(exc.read())
+    except OSError as exc:
         return 0, {"error": str(exc)}
+
+
+def _answer(body: bytes) -> dict[str, object]:
+    """The store's JSON answer; whatever else came back, kept as text (never a crash)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    return document if isinstance(document, dict) else {"body": body[:200].decode(errors="replace")}
 
 
 class Writer:
