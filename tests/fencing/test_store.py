@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ import pytest
 import requests
 
 from tests.fencing.store import FencedStore, StoreServer, WriteRejected, parse_write
+from tests.harness import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,3 +124,19 @@ def test_the_command_prints_its_address_serves_and_writes_the_record_on_sigterm(
         code = process.wait(10)
     assert code == 0
     assert [(r["writer"], r["token"]) for r in json.loads(record.read_text())] == [("a", 1)]
+
+
+def test_a_writer_hanging_up_before_the_answer_is_recorded_and_not_reported(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with StoreServer() as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        body = b'{"writer": "a", "token": 4}'
+        with socket.create_connection((host, int(port))) as sock:
+            # SO_LINGER 0: closing resets the connection, as a killed process's socket does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_for(lambda: server.store.record(), 5.0, "the write recorded")
+        requests.get(f"{server.url}/state", timeout=5)  # the server carries on
+    assert [(a.writer, a.token) for a in server.store.record()] == [("a", 4)]
+    assert "Traceback" not in capsys.readouterr().err
