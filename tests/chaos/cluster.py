@@ -23,8 +23,8 @@ task token in `secrets/consul_token` under Nomad), so one of them can be revoked
 
 Guarantees: leaving the `with` block stops the observer, then every sidecar and writer
 (Nomad's stop order, or SIGCONT, SIGTERM, SIGKILL after 8 s), judges the writes, then stops
-the store, the proxies and the stand-in, even when
-the block raised; every process exit is kept for the crash count (`exits`).
+the store, the proxies and the stand-in, even when the block raised; every process exit is
+kept for the crash count (`exits`).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from tests.chaos.timeline import (
     StatusSample,
     Timeline,
 )
+from tests.fencing.writer import DEFAULT_PERIOD as WRITE_PERIOD
 
 DEFINITIONS = {
     "overlap": "total time Consul's health view (?tag=<primary>&passing) listed two or more "
@@ -52,8 +53,8 @@ DEFINITIONS = {
                "SIGTERM, needed SIGKILL after SIGTERM (unless made deaf on purpose), or had "
                "a thread die of an unforeseen error (even if restarted)",
     "writes": "writes the fenced store accepted from the allocations' writers (each writes "
-              "every 40 ms with the token of its sidecar's leader file while the file exists; "
-              "all runs)",
+              f"every {WRITE_PERIOD * 1000:g} ms with the token of its sidecar's leader file "
+              "while the file exists; all runs)",
     "fenced": "writes the store rejected (409) because a higher token had been accepted: a "
               "stale leader's writes stopped by fencing (all runs)",
     "late": "accepted writes whose term Consul had already ended (a later acquisition or a "
