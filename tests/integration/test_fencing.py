@@ -25,7 +25,7 @@ from tests.nomad_double.jobs import MAIN_TASK
 pytestmark = pytest.mark.slow
 
 FAILOVER = 2 * TTL + 2.0  # a paused or killed leader's session expires within 2 x TTL
-WRITES = 3.0  # a writer writes every 40 ms: a few seconds is plenty on a loaded machine
+WRITES = 5.0  # a writer writes every 40 ms: a few seconds is plenty on a loaded machine
 RESTARTED = 1.25 * TTL + 5.0  # Nomad's restart delay (the harness's: TTL), jitter, a start
 
 
