@@ -57,12 +57,15 @@ DEFINITIONS = {
               "while the file exists; all runs)",
     "fenced": "writes the store rejected (409) because a higher token had been accepted: a "
               "stale leader's writes stopped by fencing (all runs)",
-    "late": "accepted writes whose term Consul had already ended (a later acquisition or a "
-            "release of the lock key in Consul's journal) before any later term had written: "
-            "no token can stop those; a lock-delay narrows them (all runs)",
-    "stale": "stale writes accepted: late writes accepted after a write of a later term had "
-             "been accepted, judged from Consul's journal of the lock key, not from the "
-             "store's verdicts; any is a violation, as is a token Consul never gave the "
+    "late": "accepted writes whose term Consul had already ended (a release of the lock key in "
+            "Consul's journal) while nobody else held the key: harmless (all runs)",
+    "unfenced": "accepted writes whose term had ended, made while a later term had begun in "
+                "Consul but had not yet written: no token can stop those (the store has not "
+                "seen the newer one); a lock-delay >= TTL rules them out for a cut-off leader "
+                "(all runs)",
+    "stale": "stale writes accepted: writes of an ended term accepted after a write of a later "
+             "term had been accepted, judged from Consul's journal of the lock key, not from "
+             "the store's verdicts; any is a violation, as is a token Consul never gave the "
              "writer's session or a 409 with no higher token accepted before (all runs)",
     "result": "ok: every invariant held; FAIL; xfail: failed, and the scenario names the known "
               "problem that makes today's sidecar fail it (expected failures below); XPASS: "
@@ -109,7 +112,8 @@ class ScenarioSummary:
     def fencing_totals(self) -> dict[str, int | None]:
         """The fencing figures summed over the runs (None where no run judged its writes)."""
         judged = [r.fencing.to_json() for r in self.results if r.fencing is not None]
-        keys = ("writes_accepted", "writes_rejected", "late_accepted", "stale_accepted")
+        keys = ("writes_accepted", "writes_rejected", "late_accepted", "unfenced_accepted",
+                "stale_accepted")
         return {key: sum(f[key] for f in judged) if judged else None for key in keys}
 
     @property
@@ -176,6 +180,7 @@ COLUMNS = (
     ("writes", "writes_accepted", ">"),
     ("fenced", "writes_rejected", ">"),
     ("late", "late_accepted", ">"),
+    ("unfenced", "unfenced_accepted", ">"),
     ("stale", "stale_accepted", ">"),
     ("result", "outcome", "<"),
 )

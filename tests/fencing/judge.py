@@ -12,10 +12,15 @@ received, in the order it decided):
 * **accepted** / **rejected**: the store's answers (200 / 409).
 * **late write**: an accepted write whose term Consul had already ended when the store
   received it (the writer's sidecar had not yet noticed, or the writer had not yet read
-  that it had). Fencing cannot stop it while no later term has written; lock-delay narrows
-  that window. Counted, never a violation.
-* **stale write accepted**: a late write accepted after a write of a later term had been
-  accepted: what fencing exists to stop. Must be 0.
+  that it had), while nobody else held the key (say during a lock-delay). Harmless: no
+  other leader exists. Counted, never a violation.
+* **unfenced write**: an accepted write whose term had ended, made while a later term had
+  begun in Consul but had not yet written: no token can stop it (the store has not seen the
+  newer one), so it overlaps the new leader. A lock-delay of at least the TTL rules it out
+  for a leader cut off from Consul (it steps down before anyone else may take the key).
+  Counted, never a violation.
+* **stale write accepted**: a write of an ended term accepted after a write of a later term
+  had been accepted: what fencing exists to stop. Must be 0.
 * **foreign token**: a write whose token Consul never gave to the session the writer named
   (the token falls in no term, or in another session's): the token's path from Consul to the
   application is broken. Must be 0.
@@ -68,6 +73,7 @@ class FencingFigures:
     accepted: int = 0
     rejected: int = 0
     late: int = 0
+    unfenced: int = 0
     stale_accepted: list[Attempt] = field(default_factory=list)
     foreign: list[Attempt] = field(default_factory=list)
     wrongly_rejected: list[Attempt] = field(default_factory=list)
@@ -89,6 +95,7 @@ class FencingFigures:
     def to_json(self) -> dict[str, int]:
         return {"writes_accepted": self.accepted, "writes_rejected": self.rejected,
                 "stale_accepted": len(self.stale_accepted), "late_accepted": self.late,
+                "unfenced_accepted": self.unfenced,
                 "foreign_tokens": len(self.foreign),
                 "wrongly_rejected": len(self.wrongly_rejected),
                 "writers": self.writers, "terms": self.terms}
@@ -122,6 +129,8 @@ def judge(attempts: Sequence[Attempt], terms: Sequence[Term]) -> FencingFigures:
         if index >= 0 and terms[index].ended_by(attempt.at):
             if newest_written > index:
                 figures.stale_accepted.append(attempt)
+            elif index + 1 < len(terms) and terms[index + 1].started <= attempt.at:
+                figures.unfenced += 1
             else:
                 figures.late += 1
         newest_written = max(newest_written, index)

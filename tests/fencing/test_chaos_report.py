@@ -26,24 +26,25 @@ def result(fencing: FencingFigures | None, run: int = 1) -> RunResult:
 
 
 def test_the_row_sums_the_fencing_figures_over_the_runs() -> None:
-    runs = [result(FencingFigures(accepted=100, rejected=7, late=2), 1),
-            result(FencingFigures(accepted=50, rejected=0, late=1), 2)]
+    runs = [result(FencingFigures(accepted=100, rejected=7, late=2, unfenced=1), 1),
+            result(FencingFigures(accepted=50, rejected=0, late=1, unfenced=2), 2)]
     row = ScenarioSummary("demo", 1, "t", "d", runs).row()
     assert (row["writes_accepted"], row["writes_rejected"], row["late_accepted"],
-            row["stale_accepted"]) == (150, 7, 3, 0)
+            row["unfenced_accepted"], row["stale_accepted"]) == (150, 7, 3, 3, 0)
     assert row["per_run"][0]["fencing"]["writes_rejected"] == 7
 
 
-def test_the_table_shows_writes_fenced_late_and_stale_before_the_result() -> None:
-    runs = [result(FencingFigures(accepted=100, rejected=7, late=2, stale_accepted=[STALE]))]
+def test_the_table_shows_writes_fenced_late_unfenced_and_stale_before_the_result() -> None:
+    runs = [result(FencingFigures(accepted=100, rejected=7, late=2, unfenced=4,
+                                  stale_accepted=[STALE]))]
     header, _, line = table([ScenarioSummary("demo", 1, "t", "d", runs)]).splitlines()[:3]
-    assert header.split()[-5:] == ["writes", "fenced", "late", "stale", "result"]
-    assert line.split()[-5:-1] == ["100", "7", "2", "1"]
+    assert header.split()[-6:] == ["writes", "fenced", "late", "unfenced", "stale", "result"]
+    assert line.split()[-6:-1] == ["100", "7", "2", "4", "1"]
 
 
 def test_a_run_whose_writes_were_not_judged_shows_dashes() -> None:
     line = table([ScenarioSummary("demo", 1, "t", "d", [result(None)])]).splitlines()[2]
-    assert line.split()[-5:-1] == ["-", "-", "-", "-"]
+    assert line.split()[-6:-1] == ["-", "-", "-", "-", "-"]
 
 
 def cluster(fencing: FencingFigures | None, writer_problems: list[str] | None = None) -> Any:

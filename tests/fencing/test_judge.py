@@ -29,11 +29,15 @@ def test_writes_of_the_current_term_are_neither_late_nor_stale() -> None:
     assert result.violations(0.0) == []
 
 
-def test_a_write_after_its_term_ended_but_before_the_next_term_wrote_is_late_only() -> None:
-    result = figures(("a", 10, "A", True, 5.5), ("a", 10, "A", True, 6.5),
-                     ("b", 20, "B", True, 7.0))
-    assert result.late == 2
-    assert result.stale_accepted == []
+def test_a_write_after_its_term_ended_while_nobody_held_the_key_is_late() -> None:
+    result = figures(("a", 10, "A", True, 5.5), ("b", 20, "B", True, 7.0))
+    assert (result.late, result.unfenced, result.stale_accepted) == (1, 0, [])
+    assert result.violations(0.0) == []
+
+
+def test_a_write_after_the_next_term_began_but_before_it_wrote_is_unfenced() -> None:
+    result = figures(("a", 10, "A", True, 6.5), ("b", 20, "B", True, 7.0))
+    assert (result.late, result.unfenced, result.stale_accepted) == (0, 1, [])
     assert result.violations(0.0) == []
 
 
