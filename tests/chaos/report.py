@@ -109,12 +109,13 @@ class ScenarioSummary:
     def unexpected_failure(self) -> bool:
         return not self.ok and self.expected_failure is None
 
-    def fencing_totals(self) -> dict[str, int | None]:
-        """The fencing figures summed over the runs (None where no run judged its writes)."""
+    def fencing_totals(self) -> dict[str, int] | None:
+        """The fencing figures summed over the runs (None when no run judged its writes)."""
         judged = [r.fencing.to_json() for r in self.results if r.fencing is not None]
-        keys = ("writes_accepted", "writes_rejected", "late_accepted", "unfenced_accepted",
-                "stale_accepted")
-        return {key: sum(f[key] for f in judged) if judged else None for key in keys}
+        if not judged:
+            return None
+        keys = ("accepted", "rejected", "late", "unfenced", "stale_accepted")
+        return {key: sum(f[key] for f in judged) for key in keys}
 
     @property
     def worst(self) -> RunResult:
@@ -142,7 +143,7 @@ class ScenarioSummary:
             "recovery_max_s": _r(max(recoveries, default=None)),
             "bound_s": bounds.pop() if len(bounds) == 1 else None,
             "leader_changes": sum(r.leader_changes for r in self.results),
-            **self.fencing_totals(),
+            "fencing": self.fencing_totals(),
             "ok": self.ok,
             "outcome": self.outcome,
             "expected_failure": None if self.expected_failure is None
@@ -177,11 +178,11 @@ COLUMNS = (
     ("crashes", "crashes", ">"),
     ("recovery s", "recovery_max_s", ">"),
     ("bound s", "bound_s", ">"),
-    ("writes", "writes_accepted", ">"),
-    ("fenced", "writes_rejected", ">"),
-    ("late", "late_accepted", ">"),
-    ("unfenced", "unfenced_accepted", ">"),
-    ("stale", "stale_accepted", ">"),
+    ("writes", "fencing.accepted", ">"),
+    ("fenced", "fencing.rejected", ">"),
+    ("late", "fencing.late", ">"),
+    ("unfenced", "fencing.unfenced", ">"),
+    ("stale", "fencing.stale_accepted", ">"),
     ("result", "outcome", "<"),
 )
 
@@ -196,8 +197,16 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def _field(row: dict[str, Any], key: str) -> Any:
+    """`key` of the row; `a.b` is b of the mapping a (None when a is None)."""
+    outer, _, inner = key.partition(".")
+    value = row[outer]
+    return value if not inner or value is None else value[inner]
+
+
 def table(summaries: Sequence[ScenarioSummary]) -> str:
-    rows = [{key: _cell(key, s.row()[key]) for _, key, _ in COLUMNS} for s in summaries]
+    rows = [{key: _cell(key, _field(row, key)) for _, key, _ in COLUMNS}
+            for row in (s.row() for s in summaries)]
     widths = {key: max([len(title), *(len(r[key]) for r in rows)]) for title, key, _ in COLUMNS}
     header = "  ".join(f"{title:{align}{widths[key]}}" for title, key, align in COLUMNS)
     lines = [header, "-" * len(header)]

@@ -93,9 +93,8 @@ class FencingFigures:
         return found
 
     def to_json(self) -> dict[str, int]:
-        return {"writes_accepted": self.accepted, "writes_rejected": self.rejected,
-                "stale_accepted": len(self.stale_accepted), "late_accepted": self.late,
-                "unfenced_accepted": self.unfenced,
+        return {"accepted": self.accepted, "rejected": self.rejected, "late": self.late,
+                "unfenced": self.unfenced, "stale_accepted": len(self.stale_accepted),
                 "foreign_tokens": len(self.foreign),
                 "wrongly_rejected": len(self.wrongly_rejected),
                 "writers": self.writers, "terms": self.terms}

@@ -29,9 +29,10 @@ def test_the_row_sums_the_fencing_figures_over_the_runs() -> None:
     runs = [result(FencingFigures(accepted=100, rejected=7, late=2, unfenced=1), 1),
             result(FencingFigures(accepted=50, rejected=0, late=1, unfenced=2), 2)]
     row = ScenarioSummary("demo", 1, "t", "d", runs).row()
-    assert (row["writes_accepted"], row["writes_rejected"], row["late_accepted"],
-            row["unfenced_accepted"], row["stale_accepted"]) == (150, 7, 3, 3, 0)
-    assert row["per_run"][0]["fencing"]["writes_rejected"] == 7
+    assert row["fencing"] == {"accepted": 150, "rejected": 7, "late": 3, "unfenced": 3,
+                              "stale_accepted": 0}
+    assert row["per_run"][0]["fencing"]["rejected"] == 7
+    assert ScenarioSummary("demo", 1, "t", "d", [result(None)]).row()["fencing"] is None
 
 
 def test_the_table_shows_writes_fenced_late_unfenced_and_stale_before_the_result() -> None:
