@@ -58,7 +58,7 @@ from tests.consul_double import ConsulDouble
 from tests.consul_double.acl import AclSystem
 from tests.fencing.judge import FencingFigures
 from tests.fencing.store import StoreServer
-from tests.fencing.writers import WriterProcess, figures_of, lock_journal, writer_command
+from tests.fencing.writers import WriterProcess, figures_of, writer_command
 from tests.harness import free_port, wait_for
 from tests.nomad_double import (
     SIDECAR_COMMAND,
@@ -331,7 +331,7 @@ class ChaosCluster:
     def _judge_fencing(self) -> None:
         """The run's writes judged against Consul's journal of the lock key, and writers that
         ended on their own (under Nomad: a main task run that ended with no signal sent)."""
-        self.fencing = figures_of(self.store.store, lock_journal(self.consul), self.kv_path)
+        self.fencing = figures_of(self.store.store, self.consul, self.kv_path)
         if self.nomad is None:
             self.writer_problems = [f"a writer exited with {w.crashed} on its own"
                                     for w in self._writers if w.crashed is not None]

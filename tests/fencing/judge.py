@@ -26,6 +26,9 @@ received, in the order it decided):
   application is broken. Must be 0.
 * **wrongly rejected**: a 409 although no higher token had been accepted before (the store
   is too strict: lost liveness). Must be 0.
+
+The journal keeps the newest events only (100,000): when it dropped some, writes whose token
+is older than the first term it still shows are counted as `unjudged` instead of foreign.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class FencingFigures:
     foreign: list[Attempt] = field(default_factory=list)
     wrongly_rejected: list[Attempt] = field(default_factory=list)
     writers: int = 0  # distinct writers with an accepted write
+    unjudged: int = 0  # tokens older than a journal that dropped its oldest events shows
     terms: int = 0  # terms Consul's journal shows
 
     def violations(self, origin: float) -> list[str]:
@@ -97,7 +101,7 @@ class FencingFigures:
                 "unfenced": self.unfenced, "stale_accepted": len(self.stale_accepted),
                 "foreign_tokens": len(self.foreign),
                 "wrongly_rejected": len(self.wrongly_rejected),
-                "writers": self.writers, "terms": self.terms}
+                "writers": self.writers, "terms": self.terms, "unjudged": self.unjudged}
 
 
 def describe(attempt: Attempt, origin: float) -> str:
@@ -107,7 +111,8 @@ def describe(attempt: Attempt, origin: float) -> str:
             f"(highest before: {attempt.highest_before})")
 
 
-def judge(attempts: Sequence[Attempt], terms: Sequence[Term]) -> FencingFigures:
+def judge(attempts: Sequence[Attempt], terms: Sequence[Term],
+          journal_complete: bool = True) -> FencingFigures:
     figures = FencingFigures(attempts=len(attempts), terms=len(terms))
     starts = [term.token for term in terms]
     newest_written = -1  # the latest term with an accepted write so far
@@ -115,6 +120,9 @@ def judge(attempts: Sequence[Attempt], terms: Sequence[Term]) -> FencingFigures:
     writers: set[str] = set()
     for attempt in sorted(attempts, key=lambda a: a.seq):
         index = bisect.bisect_right(starts, attempt.token) - 1
+        if index < 0 and not journal_complete:
+            figures.unjudged += 1
+            continue
         if index < 0 or terms[index].session != attempt.session:
             figures.foreign.append(attempt)
         if not attempt.accepted:

@@ -1,13 +1,17 @@
-"""Judging a store's record against Consul's terms (hand-made records, no I/O)."""
+"""Judging a store's record against Consul's terms: hand-made records, and once against the
+stand-in's own journal."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+import requests
 
+from tests.consul_double import ConsulDouble
 from tests.fencing.judge import FencingFigures, Term, judge, lock_terms
-from tests.fencing.store import Attempt
+from tests.fencing.store import Attempt, FencedStore
+from tests.fencing.writers import figures_of
 
 KEY = "consul-leader/db/lock"
 # Two terms: session A took the key at index 10 (t=1) and lost it at t=5; B took it at 20 (t=6).
@@ -99,3 +103,32 @@ def test_the_same_session_taking_the_key_again_opens_a_new_term() -> None:
     result = judge(attempts(("a", 14, "A", True, 3.0), ("a", 10, "A", True, 3.1)),
                    lock_terms(events, KEY))
     assert len(result.stale_accepted) == 1
+
+
+def test_when_the_journal_dropped_its_oldest_events_older_tokens_are_unjudged() -> None:
+    rows = attempts(("a", 5, "A", True, 0.5), ("a", 10, "A", True, 2.0))
+    assert [a.token for a in judge(rows, TERMS).foreign] == [5]
+    dropped = judge(rows, TERMS, journal_complete=False)
+    assert (dropped.foreign, dropped.unjudged, dropped.accepted) == ([], 1, 1)
+
+
+def test_figures_of_a_stand_in_whose_journal_dropped_events_leave_older_tokens_unjudged(
+) -> None:
+    def figures_with(capacity: int) -> FencingFigures:
+        with ConsulDouble(nodes=("n1",), journal_capacity=capacity) as consul:
+            agent = consul.node_addr("n1")
+            store = FencedStore()
+            for _ in range(3):  # three terms of three sessions: 6+ events
+                session = requests.put(f"{agent}/v1/session/create", json={"LockDelay": "0s"},
+                                       timeout=5).json()["ID"]
+                assert requests.put(f"{agent}/v1/kv/{KEY}", params={"acquire": session},
+                                    timeout=5).json() is True
+                token = requests.get(f"{agent}/v1/kv/{KEY}", timeout=5).json()[0]["ModifyIndex"]
+                store.attempt("w", token, session)
+                requests.put(f"{agent}/v1/session/destroy/{session}", timeout=5)
+            return figures_of(store, consul, KEY)
+
+    whole = figures_with(capacity=1000)
+    assert (whole.terms, whole.accepted, whole.foreign, whole.unjudged) == (3, 3, [], 0)
+    dropped = figures_with(capacity=4)
+    assert dropped.foreign == [] and dropped.unjudged >= 1

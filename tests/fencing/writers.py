@@ -55,9 +55,12 @@ class WriterProcess:
             self.process.wait()
 
 
-def figures_of(store: FencedStore, journal: list[dict[str, Any]], key: str) -> FencingFigures:
-    """The run's figures: the store's record judged against Consul's journal of `key`."""
-    return judge(store.record(), lock_terms(journal, key))
+def figures_of(store: FencedStore, consul: Any, key: str) -> FencingFigures:
+    """The run's figures: the store's record judged against the stand-in's journal of `key`
+    (`consul`: a tests.consul_double.ConsulDouble, open or closed)."""
+    oldest = consul.events()[:1]
+    complete = not oldest or oldest[0]["seq"] == 1  # nothing dropped yet
+    return judge(store.record(), lock_terms(lock_journal(consul), key), complete)
 
 
 def lock_journal(consul: Any) -> list[dict[str, Any]]:

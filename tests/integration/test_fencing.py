@@ -17,7 +17,7 @@ import requests
 from tests.consul_double import ConsulDouble
 from tests.fencing.judge import FencingFigures
 from tests.fencing.store import Attempt, StoreServer
-from tests.fencing.writers import figures_of, lock_journal, writer_command
+from tests.fencing.writers import figures_of, writer_command
 from tests.harness import NomadGroup, NomadSidecar, running_group, wait_for
 from tests.integration.conftest import SLEEP, TTL
 from tests.nomad_double.jobs import MAIN_TASK
@@ -77,7 +77,7 @@ def demoted_at(sidecar: NomadSidecar) -> float | None:
 
 
 def judged(consul: ConsulDouble, store: StoreServer, group: NomadGroup) -> FencingFigures:
-    return figures_of(store.store, lock_journal(consul), group.kv_path)
+    return figures_of(store.store, consul, group.kv_path)
 
 
 def assert_fencing_held(figures: FencingFigures) -> None:
