@@ -37,6 +37,12 @@ class LeaderFile:
         except OSError as exc:
             log.error("cannot write the leader file", extra={"path": self.path, "error": str(exc)})
 
+    def remove_leftover(self) -> bool:
+        """Remove a file an earlier run left (it did not stop cleanly); True if there was one."""
+        left = bool(self.path) and os.path.lexists(str(self.path))
+        self.remove()
+        return left
+
     def remove(self) -> None:
         if not self.path:
             return

@@ -89,12 +89,13 @@ class Sidecar:
         self._workers: list[Worker] = []
         self._started = False
         self._build_adapters(port)
+        self.leader_file = LeaderFile(config.leader_file)
         self.effects = RoleEffects(
             HubSettings(key=config.key, timings=timings, on_promote=config.on_promote,
                         on_demote=config.on_demote),
             Drivers(keeper=self.keeper, acquirer=self.acquirer, watcher=self.watcher,
                     publisher=self.publisher, checks=self.checks,
-                    leader_file=LeaderFile(config.leader_file), hooks=self.hooks,
+                    leader_file=self.leader_file, hooks=self.hooks,
                     metrics=self.metrics),
         )
         self.controller.attach(LeaderMachine(self.effects))
@@ -149,6 +150,11 @@ class Sidecar:
     # -- running --------------------------------------------------------------------------
 
     def start(self) -> None:
+        # A run killed while leading (SIGKILL, OOM, crash) left its leader file: this run
+        # leads nothing yet, and the application must not go on acting as the leader.
+        if self.leader_file.remove_leftover():
+            log.warning("removed the leader file an earlier run left behind",
+                        extra={"path": self.leader_file.path})
         if self.status_server is not None:
             self.status_server.start()
         self.controller.start()

@@ -50,6 +50,7 @@ class LockWatcher:
         self._held_by: str | None = None  # holder in the latest observation, and when seen
         self._held_seen_at = float("-inf")
         self._index = 0
+        self._watch_reports = 0  # answers of the blocking watch reported so far
         self._watch_failures = 0
         self._confirm_for: str | None = None
         self._confirm_failures = 0
@@ -106,6 +107,7 @@ class LockWatcher:
         with self._lock:
             self._watch_failures = 0
             self._index = next_index(index, read.index)
+            self._watch_reports += 1
         self._report(read.observation, None)
         # Consul's advice for blocking loops: never more often than a rate limit, even when
         # an answer comes back at once (an index that does not move, a proxy that lies).
@@ -128,6 +130,7 @@ class LockWatcher:
         """Read the key with ?consistent for a pending `confirm`; retry until it works."""
         with self._lock:
             session = None if self._stopping else self._confirm_for
+            reports_before = self._watch_reports
         if session is None:
             return None
         try:
@@ -142,6 +145,15 @@ class LockWatcher:
         with self._lock:
             if self._confirm_for == session:
                 self._confirm_for = None
+            overtaken = (self._watch_reports != reports_before and self._last is not None
+                         and not _same_holding(self._last, read.observation))
+        if overtaken:
+            # The watch reported another holding while this read was on its way: this answer
+            # may be the older one, and posting it last would undo what the watch reported
+            # (a candidate back to Leader with its old token). The watch's answer stands.
+            log.debug("lock confirmation overtaken by the watch, dropped",
+                      extra={"holder": read.observation.session or ""})
+            return None
         self._report(read.observation, session)
         return None
 
@@ -153,3 +165,7 @@ class LockWatcher:
             session = session or self._following
         if session is not None:
             self._post(*observed(observation, session))
+
+
+def _same_holding(a: KeyObservation, b: KeyObservation) -> bool:
+    return (a.exists, a.session) == (b.exists, b.session)

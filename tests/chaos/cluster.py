@@ -14,12 +14,17 @@ Two settings (`ClusterSettings.nomad`):
   order. Allocations placed later (a drain's replacements) join as new lanes.
 * **Consul only** (`nomad=None`): the cluster registers each service as Nomad would, once,
   and runs the sidecar processes itself; for scenarios about Consul alone.
+Each allocation's application is a writer (tests/fencing/writer.py: the main task under
+Nomad, a process beside the sidecar otherwise) that writes to one fenced store with the token
+of its sidecar's leader file; once every writer has stopped, `fencing` holds the run's
+figures, judged against Consul's journal of the lock key (tests/fencing/judge.py).
 With ACLs on, every sidecar has its own token in its own `CONSUL_HTTP_TOKEN_FILE` (Nomad's
 task token in `secrets/consul_token` under Nomad), so one of them can be revoked alone.
 
-Guarantees: leaving the `with` block stops the observer, then every sidecar (Nomad's stop
-order, or SIGCONT, SIGTERM, SIGKILL after 8 s), then the proxies and the stand-in, even when
-the block raised; every process exit is kept for the crash count (`exits`).
+Guarantees: leaving the `with` block stops the observer, then every sidecar and writer
+(Nomad's stop order, or SIGCONT, SIGTERM, SIGKILL after 8 s), judges the writes, then stops
+the store, the proxies and the stand-in, even when the block raised; every process exit is
+kept for the crash count (`exits`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ from tests.chaos.proxy import FaultProxy
 from tests.chaos.timeline import LEADER, Timeline, TimelineEvent
 from tests.consul_double import ConsulDouble
 from tests.consul_double.acl import AclSystem
+from tests.fencing.judge import FencingFigures
+from tests.fencing.store import StoreServer
+from tests.fencing.writers import WriterProcess, figures_of, writer_command
 from tests.harness import free_port, wait_for
 from tests.nomad_double import (
     SIDECAR_COMMAND,
@@ -66,6 +74,7 @@ from tests.nomad_double import (
     SyncSettings,
     leader_job,
 )
+from tests.nomad_double.jobs import MAIN_TASK
 
 OBSERVER_NODE = "obs"
 JOB_ID = "db"
@@ -133,6 +142,10 @@ class ChaosCluster:
     timeline: Timeline = field(init=False)
     observer: Observer = field(init=False)
     management_token: str | None = field(init=False, default=None)
+    store: StoreServer = field(init=False)  # the fenced store every writer writes to
+    fencing: FencingFigures | None = field(init=False, default=None)  # once closed
+    writer_problems: list[str] = field(init=False, default_factory=list)  # once closed
+    _writers: list[WriterProcess] = field(init=False, default_factory=list)
     _members: list[Member] = field(init=False, default_factory=list)
     _members_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _service_clients: dict[int, ServiceClient] = field(init=False, default_factory=dict)
@@ -168,6 +181,8 @@ class ChaosCluster:
         self._stack.callback(self._close_proxies)
         for node in self.settings.node_names:
             self.proxies[node] = FaultProxy(self.consul.node_addr(node), f"proxy-{node}").start()
+        self.store = self._stack.enter_context(StoreServer())
+        self._stack.callback(self._judge_fencing)  # runs once every writer has stopped
         if self.settings.nomad is not None:
             self._start_nomad(self.settings.nomad)
         else:
@@ -210,6 +225,7 @@ class ChaosCluster:
             job_id=JOB_ID, service=s.service, count=s.nodes,
             sidecar_env=self._common_env("${NOMAD_PORT_" + STATUS_PORT_LABEL + "}"),
             sidecar_command=[*DEAF_WRAPPER, *SIDECAR_COMMAND] if nomad.deaf_sidecar else None,
+            main_command=writer_command(self.store.url),  # the application: fencing/writer.py
             check_interval=nomad.check_interval, kill_timeout=nomad.kill_timeout,
             sidecar_kill_timeout=nomad.kill_timeout, token_file=s.acl,
             # Enough attempts that Nomad never gives up on a task during a run.
@@ -270,6 +286,9 @@ class ChaosCluster:
         for member in self._members:
             assert isinstance(member, ProcessSidecar)
             member.start()
+        self._stack.callback(self._stop_writers)  # before the sidecars stop
+        self._writers = [WriterProcess(self.store.url, m.env, self.workdir / f"writer-{m.name}.log")
+                         for m in self._members if isinstance(m, ProcessSidecar)]
 
     def _process_member(self, index: int, node: str) -> ProcessSidecar:
         s = self.settings
@@ -302,6 +321,26 @@ class ChaosCluster:
             member.request_stop()
         for member in processes:
             member.reap()
+
+    def _stop_writers(self) -> None:
+        for writer in self._writers:
+            writer.stop()
+
+    # -- fencing -------------------------------------------------------------------------------
+
+    def _judge_fencing(self) -> None:
+        """The run's writes judged against Consul's journal of the lock key, and writers that
+        ended on their own (under Nomad: a main task run that ended with no signal sent)."""
+        self.fencing = figures_of(self.store.store, self.consul, self.kv_path)
+        if self.nomad is None:
+            self.writer_problems = [f"a writer exited with {w.crashed} on its own"
+                                    for w in self._writers if w.crashed is not None]
+            return
+        self.writer_problems = [
+            f"{m.name}'s writer (the main task) exited with {run.exit_code} on its own"
+            for m in self.members() if isinstance(m, TaskSidecar)
+            for run in m.allocation.task(MAIN_TASK).processes
+            if run.exit_code is not None and not run.signals_sent]
 
     def _common_env(self, listen_port: str) -> dict[str, str]:
         s = self.settings

@@ -30,6 +30,7 @@ from tests.chaos.timeline import (
     StatusSample,
     Timeline,
 )
+from tests.fencing.writer import DEFAULT_PERIOD as WRITE_PERIOD
 
 DEFINITIONS = {
     "overlap": "total time Consul's health view (?tag=<primary>&passing) listed two or more "
@@ -51,6 +52,21 @@ DEFINITIONS = {
     "crashes": "sidecar processes that exited without being stopped, exited non-zero after "
                "SIGTERM, needed SIGKILL after SIGTERM (unless made deaf on purpose), or had "
                "a thread die of an unforeseen error (even if restarted)",
+    "writes": "writes the fenced store accepted from the allocations' writers (each writes "
+              f"every {WRITE_PERIOD * 1000:g} ms with the token of its sidecar's leader file "
+              "while the file exists; all runs)",
+    "fenced": "writes the store rejected (409) because a higher token had been accepted: a "
+              "stale leader's writes stopped by fencing (all runs)",
+    "late": "accepted writes whose term Consul had already ended (a release of the lock key in "
+            "Consul's journal) while nobody else held the key: harmless (all runs)",
+    "unfenced": "accepted writes whose term had ended, made while a later term had begun in "
+                "Consul but had not yet written: no token can stop those (the store has not "
+                "seen the newer one); a lock-delay >= TTL rules them out for a cut-off leader "
+                "(all runs)",
+    "stale": "stale writes accepted: writes of an ended term accepted after a write of a later "
+             "term had been accepted, judged from Consul's journal of the lock key, not from "
+             "the store's verdicts; any is a violation, as is a token Consul never gave the "
+             "writer's session or a 409 with no higher token accepted before (all runs)",
     "result": "ok: every invariant held; FAIL; xfail: failed, and the scenario names the known "
               "problem that makes today's sidecar fail it (expected failures below); XPASS: "
               "names one, yet held",
@@ -93,6 +109,14 @@ class ScenarioSummary:
     def unexpected_failure(self) -> bool:
         return not self.ok and self.expected_failure is None
 
+    def fencing_totals(self) -> dict[str, int] | None:
+        """The fencing figures summed over the runs (None when no run judged its writes)."""
+        judged = [r.fencing.to_json() for r in self.results if r.fencing is not None]
+        if not judged:
+            return None
+        keys = ("accepted", "rejected", "late", "unfenced", "stale_accepted")
+        return {key: sum(f[key] for f in judged) for key in keys}
+
     @property
     def worst(self) -> RunResult:
         """The run to draw: most violations, then longest time without a leader."""
@@ -119,6 +143,7 @@ class ScenarioSummary:
             "recovery_max_s": _r(max(recoveries, default=None)),
             "bound_s": bounds.pop() if len(bounds) == 1 else None,
             "leader_changes": sum(r.leader_changes for r in self.results),
+            "fencing": self.fencing_totals(),
             "ok": self.ok,
             "outcome": self.outcome,
             "expected_failure": None if self.expected_failure is None
@@ -153,6 +178,11 @@ COLUMNS = (
     ("crashes", "crashes", ">"),
     ("recovery s", "recovery_max_s", ">"),
     ("bound s", "bound_s", ">"),
+    ("writes", "fencing.accepted", ">"),
+    ("fenced", "fencing.rejected", ">"),
+    ("late", "fencing.late", ">"),
+    ("unfenced", "fencing.unfenced", ">"),
+    ("stale", "fencing.stale_accepted", ">"),
     ("result", "outcome", "<"),
 )
 
@@ -167,8 +197,16 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def _field(row: dict[str, Any], key: str) -> Any:
+    """`key` of the row; `a.b` is b of the mapping a (None when a is None)."""
+    outer, _, inner = key.partition(".")
+    value = row[outer]
+    return value if not inner or value is None else value[inner]
+
+
 def table(summaries: Sequence[ScenarioSummary]) -> str:
-    rows = [{key: _cell(key, s.row()[key]) for _, key, _ in COLUMNS} for s in summaries]
+    rows = [{key: _cell(key, _field(row, key)) for _, key, _ in COLUMNS}
+            for row in (s.row() for s in summaries)]
     widths = {key: max([len(title), *(len(r[key]) for r in rows)]) for title, key, _ in COLUMNS}
     header = "  ".join(f"{title:{align}{widths[key]}}" for title, key, align in COLUMNS)
     lines = [header, "-" * len(header)]

@@ -18,6 +18,7 @@ from tests.chaos.cluster import ChaosCluster, ClusterSettings
 from tests.chaos.members import ProcessExit
 from tests.chaos.scenarios import CRASH_BOUND, Run, Scenario
 from tests.chaos.timeline import FaultMark, Timeline
+from tests.fencing.judge import FencingFigures
 
 SETUP_TIMEOUT = 15.0  # first election of freshly started processes, on a loaded 2-core box
 SETTLE_MARGIN = 3.0
@@ -57,6 +58,7 @@ class RunResult:
     nomad_rewrites: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     log_paths: dict[str, list[Path]] = field(default_factory=dict)  # lane -> its logs
+    fencing: FencingFigures | None = None  # the writers' writes (tests/fencing/judge.py)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +90,7 @@ class RunResult:
                 for f in self.timeline.faults
             ],
             "workdir": str(self.workdir),
+            "fencing": None if self.fencing is None else self.fencing.to_json(),
             **self.notes,
         }
 
@@ -169,6 +172,7 @@ def judge(name: str, run: int, cluster: ChaosCluster, expectation: Expectation,
         violations=[*problems, *verdict.violations, *run_wide],
         timeline=timeline, workdir=cluster.workdir, log_paths=log_paths_of(cluster),
         nomad_rewrites=analysis.nomad_rewrites(timeline, window_start),
+        fencing=cluster.fencing,
     )
 
 
@@ -197,11 +201,11 @@ def judge_faults(timeline: Timeline, faults: list[FaultMark], expectation: Expec
 
 
 def run_violations(cluster: ChaosCluster) -> tuple[list[str], dict[str, int], list[str]]:
-    """What holds for the whole run: safety, crashes and hot loops."""
+    """What holds for the whole run: safety (fencing included), crashes and hot loops."""
     busiest = {s.name: cluster.proxies[s.node].stats.busiest_second() for s in cluster.sidecars}
     crashes = crash_reports(cluster.exits, cluster)
     violations = [*_safety_violations(cluster.timeline, cluster.settings),
-                  *analysis.hot_loops(busiest), *crashes]
+                  *fenced_writes_violations(cluster), *analysis.hot_loops(busiest), *crashes]
     return crashes, busiest, violations
 
 
@@ -253,6 +257,18 @@ def _safety_violations(timeline: Timeline, settings: ClusterSettings) -> list[st
         )
     violations += analysis.fencing_violations(timeline)
     return violations
+
+
+def fenced_writes_violations(cluster: ChaosCluster) -> list[str]:
+    """Stale writes accepted and the like (tests/fencing/judge.py), writers that ended on
+    their own, and a run in which no writer ever wrote (the check would be empty)."""
+    figures = cluster.fencing
+    if figures is None:
+        return ["fencing: the writes were not judged"]
+    found = [*figures.violations(cluster.timeline.origin), *cluster.writer_problems]
+    if figures.accepted == 0:
+        found.append("fencing: no write was accepted in the whole run")
+    return found
 
 
 def log_paths_of(cluster: ChaosCluster) -> dict[str, list[Path]]:

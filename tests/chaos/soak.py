@@ -138,4 +138,5 @@ def _judged(cluster: ChaosCluster, steps: list[Step], problems: list[str], first
         notes={"seed": seed_value, "steps": [s.scenario.name for s in steps]},
         log_paths=log_paths_of(cluster),
         nomad_rewrites=analysis.nomad_rewrites(timeline, window_start),
+        fencing=cluster.fencing,
     )

@@ -38,6 +38,7 @@ def test_a_lock_lifecycle_is_journalled_in_order(
     key = consul.key("leader")
     session_id = consul.create_session(LockDelay="0s")
     acquire(consul, key, session_id)
+    acquired_index = consul.get(f"/v1/kv/{key}").json()[0]["ModifyIndex"]
     assert consul.put(f"/v1/kv/{key}?release={session_id}").json() is True
     consul.put(f"/v1/session/destroy/{session_id}")
 
@@ -45,7 +46,8 @@ def test_a_lock_lifecycle_is_journalled_in_order(
 
     assert journal == [
         {"kind": "session_created", "id": session_id, "node": "n1"},
-        {"kind": "kv_lock_acquired", "key": key, "session": session_id, "lock_index": 1},
+        {"kind": "kv_lock_acquired", "key": key, "session": session_id, "lock_index": 1,
+         "modify_index": acquired_index},
         {"kind": "kv_lock_released", "key": key, "session": session_id, "lock_index": 1,
          "cause": "release"},
         {"kind": "session_invalidated", "id": session_id, "node": "n1", "cause": "destroy"},

@@ -9,7 +9,7 @@ Each event is a dict `{"seq", "mono", "time", "kind", ...fields}`:
 Kinds and their fields:
     session_created       id, node
     session_invalidated   id, node, cause: destroy | ttl | check | node | deregister
-    kv_lock_acquired      key, session, lock_index
+    kv_lock_acquired      key, session, lock_index, modify_index (the key's, once taken)
     kv_lock_released      key, session, lock_index,
                           cause: release | invalidation | delete (plain DELETE of a held key)
     check_status          node, id (the check ID), old (None for a new check), new

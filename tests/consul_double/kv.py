@@ -133,7 +133,8 @@ class KvTable:
         self._store(txn, KvEntry(key, value, flags, lock_index=lock_index, session=session_id))
         if existing is None or existing.session != session_id:
             self._core.journal.record(
-                events.KV_LOCK_ACQUIRED, key=key, session=session_id, lock_index=lock_index
+                events.KV_LOCK_ACQUIRED, key=key, session=session_id, lock_index=lock_index,
+                modify_index=self._entries[key].modify_index,  # the fencing token of the term
             )
         return True
 

@@ -100,6 +100,16 @@ def test_leader_file_is_written_whole_and_removed(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_leader_file_left_by_an_earlier_run_is_removed_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "alloc-id"
+    LeaderFile(str(path)).write({"session": "s0", "fencing_token": 3})  # a killed run's
+    leader_file = LeaderFile(str(path))
+    assert leader_file.remove_leftover() is True
+    assert not path.exists()
+    assert leader_file.remove_leftover() is False
+    assert LeaderFile(None).remove_leftover() is False  # no leader file configured
+
+
 def test_hooks_run_in_order_with_the_role_in_their_environment(tmp_path: Path) -> None:
     results: list[tuple[str, str]] = []
     runner = HookRunner(timeout=5.0, on_result=lambda hook, result: results.append((hook, result)))

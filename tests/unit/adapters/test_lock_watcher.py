@@ -129,3 +129,48 @@ def test_a_stopped_watcher_sends_nothing() -> None:
     w.stop()
     assert w.watch_step() is None and w.confirm_step() is None
     assert port.calls == []
+
+
+def confirming(w: LockWatcher, clock: FakeClock, port: StrictPort, posts: Posts) -> None:
+    """A leader whose last sighting of its lock is old: `confirm` asks for a consistent read."""
+    w.follow("s1")
+    port.expect("kv_get", held("s1", index=10), check=blocking(0))
+    clock.now = w.watch_step() or clock.now
+    posts.clear()
+    clock.advance(TIMINGS.ttl + 1)
+    w.confirm("s1", max_age=TIMINGS.ttl)
+
+
+def test_a_confirmation_overtaken_by_a_watch_answer_that_disagrees_is_not_posted() -> None:
+    """The consistent read is answered before the key is deleted, the blocking watch reports
+    the deletion while that answer is still on its way: posting the older answer after the
+    newer one would take a candidate back to Leader with its old fencing token."""
+    w, port, posts, clock = watcher()
+    confirming(w, clock, port, posts)
+
+    def answered_before_the_delete(call: object) -> object:
+        w.watch_step()  # meanwhile the watch returns with the deletion, and reports it
+        return held("s1", index=10, modify_index=10)
+
+    port.expect("kv_get", answered_before_the_delete, check=lambda c: c.kwargs["consistent"])
+    port.expect("kv_get", missing(index=12), check=blocking(10))
+    assert w.confirm_step() is None
+
+    assert posts.events() == [Event.KEY_MISSING]
+    port.assert_done()
+
+
+def test_a_confirmation_a_watch_answer_agrees_with_is_posted() -> None:
+    w, port, posts, clock = watcher()
+    confirming(w, clock, port, posts)
+
+    def answered_with_the_watch(call: object) -> object:
+        w.watch_step()  # the watch returns too (say the value changed): still ours
+        return held("s1", index=11, modify_index=11)
+
+    port.expect("kv_get", answered_with_the_watch, check=lambda c: c.kwargs["consistent"])
+    port.expect("kv_get", held("s1", index=11, modify_index=11), check=blocking(10))
+    assert w.confirm_step() is None
+
+    assert posts.events() == [Event.LOCK_HELD_BY_US, Event.LOCK_HELD_BY_US]
+    port.assert_done()
