@@ -133,7 +133,7 @@ class FuzzedConsul:
         if endpoint == "/v1/session/renew/:id":
             return [{"ID": rng.choice([self.ours, "s-other"]), "TTL": "3s"}]
         if endpoint == "/v1/session/info/:id":
-            return [{"ID": self.ours}]
+            return [{"ID": self.ours}] if rng.random() < 0.5 else []
         if endpoint == "/v1/kv/:key":
             if method == "PUT":
                 return rng.random() < 0.5
@@ -169,9 +169,11 @@ class FuzzedConsul:
 
     def _health_entry(self, service_id: str) -> dict[str, Any]:
         rng = self.rng
-        return {"Node": {"Node": "n1"},
-                "Service": {"ID": service_id, "Tags": rng.sample(["primary", "v1"],
-                                                                 rng.randint(0, 2))},
+        service: dict[str, Any] = {"ID": service_id,
+                                   "Tags": rng.sample(["primary", "v1"], rng.randint(0, 2))}
+        if rng.random() < 0.5:
+            service["Meta"] = {"session": rng.choice(["s-other", "s-gone", ""])}
+        return {"Node": {"Node": rng.choice(["n1", "n2"])}, "Service": service,
                 "Checks": [{"Status": rng.choice(["passing", "critical", "warning"])}]}
 
     def _corrupt(self, value: Any, whole: bool = True) -> Any:

@@ -196,14 +196,23 @@ def test_fuzz_publisher() -> None:
             asked["valid_until"] = clock.now + TIMINGS.ttl
         elif choice < 0.8:
             publisher.hold_for_other_primary_until(clock.now + rng.uniform(0, 3))
+        elif choice < 0.9:
+            evict = ((rng.choice(["n1", "n2"]), rng.choice(EVICTABLE)),)
+            told_to_evict.update(evict)
+            publisher.evict_stale_primaries(evict)
         else:
             publisher.publish_over_other_primary()
 
     checked_up_to = 0
+    told_to_evict: set[tuple[str, str]] = set()
 
     def primary_only_as_asked() -> None:
         nonlocal checked_up_to
         for answered in transport.ledger[checked_up_to:]:
+            if answered.endpoint == "/v1/catalog/deregister":
+                sent = answered.sent or {}
+                assert (sent.get("Node"), sent.get("ServiceID")) in told_to_evict, \
+                    f"seed {SEED}: evicted what it was not told to"
             if answered.endpoint == "/v1/agent/service/register" and \
                     "primary" in (answered.sent or {}).get("Tags", []):
                 assert asked["role"] is Role.PRIMARY, f"seed {SEED}: primary label unasked"
@@ -216,6 +225,7 @@ def test_fuzz_publisher() -> None:
 
 
 SERVICE_TARGETS = (TARGET,)
+EVICTABLE = ("consul-leader-a2-_nomad-task-a2-db-db-db", "other")
 
 
 def test_fuzz_health_checks() -> None:
