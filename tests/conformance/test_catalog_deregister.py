@@ -147,6 +147,21 @@ def test_deregistering_a_node_drops_its_registrations_and_sessions(
     assert service_id in agent_service_ids(consul)
 
 
+def test_the_state_names_what_only_the_agent_holds_and_a_return_is_a_new_row(
+        consul: ConsulTarget, double: ConsulDouble) -> None:
+    service_id, check_id = register_db(consul)
+    before = consul.get(f"/v1/catalog/service/{service_id}").json()[0]["CreateIndex"]
+    assert deregister(consul, Node=consul.node, ServiceID=service_id).status_code == 200
+    assert double.snapshot()["nodes"][consul.node]["not_in_catalog"] == sorted(
+        [service_id, check_id])
+
+    register_db(consul)
+
+    assert double.snapshot()["nodes"][consul.node]["not_in_catalog"] == []
+    after = consul.get(f"/v1/catalog/service/{service_id}").json()[0]["CreateIndex"]
+    assert after > before
+
+
 # -- ACLs (vetDeregisterWithACL) ------------------------------------------------------------
 
 ROOT = "root-secret"

@@ -325,6 +325,8 @@ class CatalogTable:
             CATALOG_SERVICES_TOPIC,
         )
         service.modify_index = index
+        if kind == events.SERVICE_REGISTERED:
+            service.create_index = index  # a new row in the catalog
         self._service_indexes[service.name] = index
         self._catalog_nodes_changed.add(node.name)
         self._core.journal.record(
@@ -432,7 +434,9 @@ class CatalogTable:
         if previous is not None and previous.name != service.name:
             self._service_indexes[previous.name] = index
             txn.touch(service_topic(previous.name))
-        service.create_index = previous.create_index if previous else index
+        # A service back in the catalog after a catalog deregistration is a new row there.
+        kept = previous is not None and previous.in_catalog
+        service.create_index = previous.create_index if previous is not None and kept else index
         service.modify_index = index
         self._service_indexes[service.name] = index
         node.services[service.id] = service
@@ -532,7 +536,8 @@ class CatalogTable:
             check.create_index, check.modify_index = previous.create_index, previous.modify_index
             return
         index = txn.changed(CHECKS_TABLE, node_topic(node.name), CHECKS_TOPIC)
-        check.create_index = previous.create_index if previous else index
+        kept = previous is not None and previous.in_catalog
+        check.create_index = previous.create_index if previous is not None and kept else index
         check.modify_index = index
         self._bump_services_of(txn, node, check)
         self._catalog_nodes_changed.add(node.name)
