@@ -139,6 +139,9 @@ class Publisher:
         with self._cond:
             self._request = _Request(role, session, self._request.generation + 1,
                                      valid_until=valid_until, fencing_token=fencing_token)
+            if role is not Role.PRIMARY:
+                # Evicting is a leader's decision: a failed one is not retried after it.
+                self._evictions.clear()
             self._dirty = True
         self.wake()
 

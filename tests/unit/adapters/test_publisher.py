@@ -517,3 +517,18 @@ def test_a_failed_eviction_is_retried_and_a_denied_one_is_not() -> None:
     assert [c.args for c in port.calls if c.method == "catalog_deregister"] == [
         ("n3", STALE), ("n2", OTHER), ("n3", STALE)]
     port.assert_done()
+
+
+def test_an_eviction_still_to_retry_is_dropped_when_the_leader_steps_down() -> None:
+    p, port, posts, clock = publisher()
+    primary_setup(p, port, posts, clock, health((OWNED, ("v1",), True)))
+    port.expect("catalog_deregister", ConsulUnavailable("no cluster leader", status=500))
+    port.always("service_register", None)
+    p.evict_stale_primaries((("n3", STALE),))
+    clock.now = p.step() or clock.now
+
+    p.publish(Role.REPLICA, "s1", clock.now + TIMINGS.ttl)
+    p.step()
+
+    assert [c.method for c in port.calls].count("catalog_deregister") == 1
+    port.assert_done()
