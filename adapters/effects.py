@@ -59,6 +59,7 @@ class PublishDriver(Protocol):
     def extend(self, valid_until: float | None) -> None: ...
     def hold_for_other_primary_until(self, deadline: float) -> None: ...
     def publish_over_other_primary(self) -> None: ...
+    def evict_stale_primaries(self, instances: tuple[tuple[str, str], ...]) -> None: ...
 
 
 class ChecksDriver(Protocol):
@@ -235,6 +236,9 @@ class RoleEffects:
                         "wait": round(self._timings.other_primary_wait, 3)})
 
     def publish_over_other_primary(self, t: Transition) -> None:
+        if t.facts.stale_primaries:
+            # Their sessions are gone: they lead nothing, Consul just cannot unlist them.
+            self._d.publisher.evict_stale_primaries(t.facts.stale_primaries)
         others = ",".join(t.facts.others or self._others)
         self._d.metrics.published_over_other_primary()
         log.error(f"another instance is still a passing primary after waiting "

@@ -127,7 +127,8 @@ class Sidecar:
                               replica_label=config.replica_label, timings=timings,
                               owner=owner, published_name=config.published_name,
                               role_check=config.health_check),
-            port, post, on_write=self.metrics.tag_write, spawn_watch=self._watch_target)
+            port, post, on_write=self.metrics.tag_write, spawn_watch=self._watch_target,
+            on_evicted=self.metrics.stale_primary_evicted)
         self.hooks = HookRunner(config.hook_timeout, on_result=self.metrics.hook_run)
         self.keeper.wake = self._worker("session-keeper", self.keeper.step).poke
         self.watcher.wake_confirm = self._worker("lock-confirm", self.watcher.confirm_step).poke

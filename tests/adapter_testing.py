@@ -128,6 +128,9 @@ class StrictPort:
     def session_exists(self, session: str, *, timeout: float) -> bool:
         return self._answer("session_exists", session, timeout=timeout)
 
+    def session_gone(self, session: str, *, timeout: float) -> bool:
+        return self._answer("session_gone", session, timeout=timeout)
+
     def kv_get(self, key: str, *, timeout: float, index: int = 0, wait: str | None = None,
                consistent: bool = False) -> KeyRead:
         return self._answer("kv_get", key, timeout=timeout, index=index,
@@ -172,6 +175,9 @@ class StrictPort:
 
     def agent_node_name(self, *, timeout: float) -> str:
         return self._answer("agent_node_name", timeout=timeout)
+
+    def catalog_deregister(self, node: str, service_id: str, *, timeout: float) -> None:
+        return self._answer("catalog_deregister", node, service_id, timeout=timeout)
 
 
 def _give(answer: Answer, call: Call) -> Any:

@@ -23,7 +23,8 @@ from consul_leader.adapters.consul.transport import Reply, endpoint_template, so
 
 SESSIONS = ("s-ours", "s-other", "", None)
 SERVICE_IDS = ("_nomad-task-a1-db-db-db", "_nomad-task-a2-db-db-db",
-               "consul-leader-a1-_nomad-task-a1-db-db-db", "other")
+               "consul-leader-a1-_nomad-task-a1-db-db-db",
+               "consul-leader-a2-_nomad-task-a2-db-db-db", "other")
 ERROR_TEXTS = (
     "No cluster leader", "rpc error making call: No cluster leader",
     "Missing check 'consul-leader:lease:a1' registration", "Check 'x' is in critical state",
@@ -56,6 +57,9 @@ class FuzzedConsul:
     times: list[float] = field(default_factory=list)  # when each request was sent
     rng: random.Random = field(init=False)
     index: int = 100
+    # Share of health entries that are passing primaries naming a session (another sidecar's
+    # instance), for fuzzing what a new leader does about them.
+    other_primaries: float = 0.0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -133,7 +137,7 @@ class FuzzedConsul:
         if endpoint == "/v1/session/renew/:id":
             return [{"ID": rng.choice([self.ours, "s-other"]), "TTL": "3s"}]
         if endpoint == "/v1/session/info/:id":
-            return [{"ID": self.ours}]
+            return [{"ID": self.ours}] if rng.random() < 0.5 else []
         if endpoint == "/v1/kv/:key":
             if method == "PUT":
                 return rng.random() < 0.5
@@ -169,9 +173,16 @@ class FuzzedConsul:
 
     def _health_entry(self, service_id: str) -> dict[str, Any]:
         rng = self.rng
-        return {"Node": {"Node": "n1"},
-                "Service": {"ID": service_id, "Tags": rng.sample(["primary", "v1"],
-                                                                 rng.randint(0, 2))},
+        if self.other_primaries and rng.random() < self.other_primaries:
+            return {"Node": {"Node": rng.choice(["n1", "n2"])},
+                    "Service": {"ID": service_id, "Tags": ["primary"],
+                                "Meta": {"session": rng.choice(["s-other", "s-gone"])}},
+                    "Checks": [{"Status": "passing"}]}
+        service: dict[str, Any] = {"ID": service_id,
+                                   "Tags": rng.sample(["primary", "v1"], rng.randint(0, 2))}
+        if rng.random() < 0.5:
+            service["Meta"] = {"session": rng.choice(["s-other", "s-gone", ""])}
+        return {"Node": {"Node": rng.choice(["n1", "n2"])}, "Service": service,
                 "Checks": [{"Status": rng.choice(["passing", "critical", "warning"])}]}
 
     def _corrupt(self, value: Any, whole: bool = True) -> Any:

@@ -109,6 +109,14 @@ class HttpConsul:
         return any(isinstance(item, dict) and item.get("ID") == session
                    for item in answer or [])
 
+    def session_gone(self, session: str, *, timeout: float) -> bool:
+        reply = self._call("GET", f"/v1/session/info/{session}", timeout=timeout)
+        answer = _json(reply)
+        if not isinstance(answer, list) and answer is not None:
+            raise _malformed(reply, "session info is not a list")
+        # ACLs drop sessions the token may not read and say so: then absence proves nothing.
+        return not answer and not _filtered(reply)
+
     # -- KV -----------------------------------------------------------------------------
 
     def kv_get(self, key: str, *, timeout: float, index: int = 0, wait: str | None = None,
@@ -222,6 +230,12 @@ class HttpConsul:
             raise _malformed(reply, "no Config.NodeName")
         return name
 
+    # -- the catalog --------------------------------------------------------------------
+
+    def catalog_deregister(self, node: str, service_id: str, *, timeout: float) -> None:
+        self._call("PUT", "/v1/catalog/deregister",
+                   json_body={"Node": node, "ServiceID": service_id}, timeout=timeout)
+
     # -- helpers ------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
@@ -333,5 +347,9 @@ def _health_entry(entry: Any, reply: Reply) -> HealthEntry:
         raise _malformed(reply, "health entry Tags is not a list of strings")
     if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
         raise _malformed(reply, "health entry Checks is not a list of checks")
+    meta = service.get("Meta") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _malformed(reply, "health entry Meta is not a map of strings")
     return HealthEntry(service_id=service["ID"], node=str(node_name or ""), tags=tuple(tags),
-                       statuses=tuple(str(check.get("Status")) for check in checks))
+                       statuses=tuple(str(check.get("Status")) for check in checks),
+                       meta=dict(meta))

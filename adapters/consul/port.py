@@ -118,6 +118,7 @@ class HealthEntry:
     node: str
     tags: tuple[str, ...]
     statuses: tuple[str, ...]
+    meta: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def passing(self) -> bool:
@@ -151,6 +152,12 @@ class ConsulPort(Protocol):
 
     def session_exists(self, session: str, *, timeout: float) -> bool:
         """Whether Consul still knows `session` (`/v1/session/info`)."""
+        ...
+
+    def session_gone(self, session: str, *, timeout: float) -> bool:
+        """True only when `/v1/session/info` answers an empty list that ACLs did not cut
+        down: proof that the session no longer exists (False when it exists, or when the
+        answer may have hidden it)."""
         ...
 
     # The KV store.
@@ -203,4 +210,10 @@ class ConsulPort(Protocol):
 
     def agent_node_name(self, *, timeout: float) -> str:
         """The local agent's node name (`/v1/agent/self`, `Config.NodeName`)."""
+        ...
+
+    # The catalog (the servers' view, not the agent's).
+    def catalog_deregister(self, node: str, service_id: str, *, timeout: float) -> None:
+        """`PUT /v1/catalog/deregister`: the instance leaves the catalog (the agent that
+        registered it still holds it, and puts it back when it can sync it again)."""
         ...

@@ -104,6 +104,7 @@ class Metrics:
         self._register_session_metrics(registry)
         self._register_consul_metrics(registry)
         self._register_side_effect_metrics(registry)
+        self._register_eviction_metrics(registry)
         self._register_build_info(registry, version, revision)
         if process_collectors:
             ProcessCollector(registry=registry)
@@ -183,6 +184,13 @@ class Metrics:
             "passing primary, after waiting for that one's role check to expire.",
             registry=registry)
 
+    def _register_eviction_metrics(self, registry: CollectorRegistry) -> None:
+        self._stale_evicted = Counter(
+            f"{PREFIX}_stale_primaries_evicted",
+            "Other instances a new leader deregistered from the catalog after its bounded "
+            "wait: still listed as passing primaries, but their session no longer existed.",
+            registry=registry)
+
     def _register_build_info(self, registry: CollectorRegistry, version: str,
                              revision: str) -> None:
         build = Info(f"{PREFIX}_build",
@@ -260,6 +268,9 @@ class Metrics:
 
     def published_over_other_primary(self) -> None:
         self._over_other_primary.inc()
+
+    def stale_primary_evicted(self) -> None:
+        self._stale_evicted.inc()
 
     def hook_run(self, hook: str, result: str) -> None:
         _require(hook, HOOK_NAMES, "hook")

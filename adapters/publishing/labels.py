@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consul_leader.adapters.consul.port import AgentService
+from consul_leader.adapters.consul.port import AgentService, HealthEntry
 
 # Fields of /v1/agent/services output that a registration body accepts under another name
 # or as is (§4.1 vs §4.3). Everything else (ContentHash, Datacenter, indexes) is refused.
@@ -170,3 +170,31 @@ def _explicit_tagged_addresses(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in (definition.get("TaggedAddresses") or {}).items()
             if not (name in _AUTO_TAGGED_ADDRESSES and isinstance(value, dict)
                     and value.get("Address") == address)}
+
+
+# -- other primaries a new leader may evict from the catalog -----------------------------------
+
+NOMAD_PREFIX = "_nomad-"
+
+
+@dataclass(frozen=True)
+class EvictionCandidate:
+    """Another passing primary that names, in its Meta, the session it led with."""
+
+    node: str
+    service_id: str
+    session: str
+
+
+def eviction_candidates(entries: Sequence[HealthEntry]) -> tuple[EvictionCandidate, ...]:
+    """The other primaries that could be proven stale: our kind of registration (a session in
+    Meta, a node), never a Nomad-owned `_nomad-` one. Proof comes from Consul no longer
+    knowing that session: whoever holds the lock holds it with a session, so an instance
+    whose session is gone leads nothing, even if its ACL token was revoked before it could
+    tell the catalog (docs/consul-semantics-addendum.md §11)."""
+    return tuple(
+        EvictionCandidate(entry.node, entry.service_id, entry.meta[META_SESSION])
+        for entry in entries
+        if entry.meta.get(META_SESSION) and entry.node
+        and not entry.service_id.startswith(NOMAD_PREFIX)
+    )

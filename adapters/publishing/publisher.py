@@ -33,6 +33,7 @@ from consul_leader.adapters.consul.port import (
     ConsulDenied,
     ConsulError,
     ConsulPort,
+    HealthEntry,
     log_level,
 )
 from consul_leader.adapters.controller import Post
@@ -41,6 +42,7 @@ from consul_leader.adapters.publishing.labels import (
     Owned,
     Role,
     alloc_targets,
+    eviction_candidates,
     labelled,
     owned_service_id,
     registration_body,
@@ -93,7 +95,8 @@ class Publisher:
     def __init__(self, settings: PublisherSettings, port: ConsulPort, post: Post, *,
                  clock: Callable[[], float] = time.monotonic,
                  on_write: Callable[[str], None] = lambda result: None,
-                 spawn_watch: Callable[[str], None] = lambda target: None) -> None:
+                 spawn_watch: Callable[[str], None] = lambda target: None,
+                 on_evicted: Callable[[], None] = lambda: None) -> None:
         self._settings = settings
         self._timings = settings.timings
         self._port = port
@@ -101,6 +104,8 @@ class Publisher:
         self._clock = clock
         self._on_write = on_write
         self._spawn_watch = spawn_watch
+        self._on_evicted = on_evicted
+        self._evictions: list[tuple[str, str]] = []  # (node, service ID) still to deregister
         self.wake: Callable[[], None] = lambda: None
         self._cond = threading.Condition()
         # The initial replica role must be applied too: it clears stale labels.
@@ -134,6 +139,9 @@ class Publisher:
         with self._cond:
             self._request = _Request(role, session, self._request.generation + 1,
                                      valid_until=valid_until, fencing_token=fencing_token)
+            if role is not Role.PRIMARY:
+                # Evicting is a leader's decision: a failed one is not retried after it.
+                self._evictions.clear()
             self._dirty = True
         self.wake()
 
@@ -153,6 +161,13 @@ class Publisher:
     def publish_over_other_primary(self) -> None:
         with self._cond:
             self._request.override = True
+            self._dirty = True
+        self.wake()
+
+    def evict_stale_primaries(self, instances: tuple[tuple[str, str], ...]) -> None:
+        """Deregister these (node, service ID) from the catalog, before publishing next."""
+        with self._cond:
+            self._evictions.extend(i for i in instances if i not in self._evictions)
             self._dirty = True
         self.wake()
 
@@ -228,6 +243,7 @@ class Publisher:
     def _apply(self, request: _Request) -> None:
         with self._cond:
             self._dirty, self._retry_at = False, None
+        self._evict_pending()
         try:
             outcomes = [self._reconcile(target, request) for target in self.targets()]
         except ConsulError as exc:
@@ -394,19 +410,23 @@ class Publisher:
             return _Outcome.RETRY  # never advertise primary on a lease we cannot vouch for
         if not adds_primary or request.override:
             return None
-        others = self._other_primaries(name, listed_as)
-        if not others:
+        entries = self._other_primaries(name, listed_as)
+        if entries == ():
             return None
+        others = (UNKNOWN_OTHERS,) if entries is None else tuple(e.service_id for e in entries)
         facts = Facts(session=request.session, others=others)
         self._report_once(request, Event.OTHER_PRIMARY_SEEN,
                           f"{', '.join(others)} still a passing primary", facts)
-        if request.hold_until is not None and now >= request.hold_until:
+        if request.hold_until is not None and now >= request.hold_until \
+                and Event.OTHER_PRIMARY_WAIT_OVER.value not in request.reported:
+            stale = self._provably_stale(entries or ())
             self._report_once(request, Event.OTHER_PRIMARY_WAIT_OVER,
                               f"{', '.join(others)} still a passing primary at the bound",
-                              facts)
+                              Facts(session=request.session, others=others,
+                                    stale_primaries=stale))
         return _Outcome.OTHER_PRIMARY
 
-    def _other_primaries(self, name: str, listed_as: str) -> tuple[str, ...]:
+    def _other_primaries(self, name: str, listed_as: str) -> tuple[HealthEntry, ...] | None:
         """Other instances Consul still lists as passing primaries under `name`.
 
         Normally the old leader took its label off before letting the key go. But when the
@@ -417,11 +437,62 @@ class Publisher:
         health = self._port.health_service(name, timeout=self._timings.request_timeout)
         if health.filtered or listed_as not in {entry.service_id for entry in health.entries}:
             self._log_hidden(name)
-            return (UNKNOWN_OTHERS,)
+            return None  # unknown: the answer leaves instances out
         mine = set(self._our_ids())
-        return tuple(sorted(entry.service_id for entry in health.entries
-                            if entry.passing and entry.tagged(self._settings.primary_label)
-                            and entry.service_id not in mine))
+        return tuple(sorted((entry for entry in health.entries
+                             if entry.passing and entry.tagged(self._settings.primary_label)
+                             and entry.service_id not in mine),
+                            key=lambda entry: entry.service_id))
+
+    # -- stale primaries -----------------------------------------------------------------
+
+    def _provably_stale(self, entries: tuple[HealthEntry, ...]) -> tuple[tuple[str, str], ...]:
+        """(node, service ID) of the other primaries whose session Consul no longer has."""
+        stale = []
+        for candidate in eviction_candidates(entries):
+            try:
+                gone = self._port.session_gone(candidate.session,
+                                               timeout=self._timings.request_timeout)
+            except ConsulError as exc:
+                log.log(log_level(exc), "could not tell whether another primary's session "
+                        "still exists; leaving it listed", extra={
+                            "instance": candidate.service_id, "error": str(exc)})
+                continue
+            if gone:
+                stale.append((candidate.node, candidate.service_id))
+        return tuple(stale)
+
+    def _evict_pending(self) -> None:
+        """Deregister from the catalog the stale primaries the machine told us to."""
+        with self._cond:
+            pending, self._evictions = self._evictions, []
+        for node, service_id in pending:
+            if not self._evict(node, service_id):
+                with self._cond:
+                    self._evictions.append((node, service_id))
+        with self._cond:
+            if self._evictions:
+                self._retry_at = self._clock() + self._timings.backoff(self._failures)
+
+    def _evict(self, node: str, service_id: str) -> bool:
+        """One catalog deregistration; False when worth retrying."""
+        where = {"instance": service_id, "node": node}
+        try:
+            self._port.catalog_deregister(node, service_id,
+                                          timeout=self._timings.request_timeout)
+        except ConsulDenied as exc:
+            log.error("Consul denied evicting a stale primary from the catalog; the token "
+                      f"needs 'service:write' on its name (or 'node:write' on \"{node}\")",
+                      extra={**where, "error": exc.reason})
+            return True
+        except ConsulError as exc:
+            log.log(log_level(exc), "evicting a stale primary failed, retrying",
+                    extra={**where, "error": str(exc)})
+            return False
+        self._on_evicted()
+        log.error("evicted a stale primary from the catalog: Consul still listed it as a "
+                  "passing primary, but the session in its Meta no longer exists", extra=where)
+        return True
 
     def _our_ids(self) -> list[str]:
         targets, owner = self.targets(), self._settings.owner

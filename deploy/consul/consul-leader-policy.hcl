@@ -24,7 +24,9 @@ key_prefix "consul-leader/postgres/" {
   policy = "write"
 }
 
-# The session: PUT /v1/session/create, /v1/session/renew/<id>, /v1/session/destroy/<id>.
+# The session: PUT /v1/session/create, /v1/session/renew/<id>, /v1/session/destroy/<id>; and
+# GET /v1/session/info/<id> of another instance's session (write includes read), to prove a
+# passing primary stale before evicting it (below).
 # Consul checks `session:write` on the *node* the session lives on, and a Nomad task can be
 # placed on any client, so the rule must cover every node the job may run on.
 # Trade-off: "" is simple and survives new nodes, but lets a leaked token renew or destroy any
@@ -42,7 +44,11 @@ session_prefix "" {
 #   PUT /v1/agent/service/register and /deregister/<id> (our instance, with its alias check
 #     and its TTL check consul-leader:role:<target id>),
 #   PUT /v1/agent/check/register, /v1/agent/check/pass/<id> (that TTL check, which keeps a
-#     stale primary out of `?passing` answers; check writes need write on the check's service).
+#     stale primary out of `?passing` answers; check writes need write on the check's service),
+#   PUT /v1/catalog/deregister {Node, ServiceID} of another instance of this name still listed
+#     as a passing primary after the bounded wait although its session is gone (its own
+#     token was revoked, so its agent cannot unlist it): Consul's vetDeregisterWithACL asks
+#     for service:write on the instance's name when the token has no node:write.
 # With CONSUL_LEADER_PUBLISHED_NAME, grant write on that name too.
 service "postgres" {
   policy = "write"

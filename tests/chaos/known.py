@@ -33,13 +33,3 @@ class KnownProblem:
     def __str__(self) -> str:
         return self.reason
 
-
-# Not Nomad's doing: it fails the same way on Consul alone. No sidecar can fix it: nothing of
-# a revoked token's can be synced, and a bounded wait must end.
-REVOKED_TOKEN_KEEPS_ROLE_CHECK = KnownProblem(
-    "the revoked token cannot sync the old leader's role check to the catalog (consul "
-    "agent/local/state.go syncCheck uses the check's own token), so Consul keeps listing it "
-    "as a passing primary; the new leader waits for it only up to the bound (its role "
-    "check's TTL + TTL/10, issue 11) and then publishes over it, so two primaries are listed "
-    "until the old sidecar registers its instance again with a valid token",
-    nomad_undoes_writes=False)

@@ -5,7 +5,9 @@ Guarantees (section numbers of consul-semantics.md, and of
 docs/consul-semantics-addendum.md from §9 on):
 * The catalog is the union of the agents' views; an agent change reaches it in
   the same write (anti-entropy's immediate sync, §4.3, §7). A re-register that
-  changes nothing takes no index.
+  changes nothing takes no index. Only `PUT /v1/catalog/deregister` makes the two
+  differ (`in_catalog`, addendum §14): the records stay on the agent, out of the
+  catalog, until a registration or a check's synced status change brings them back.
 * Each check is held twice: the agent's copy (`status`, `output`) and the
   catalog's (`catalog_status`, `catalog_output`). A status change is synced with
   the check's own ACL token; when that token may no longer write, the catalog
@@ -131,7 +133,7 @@ class CatalogTable:
             (node, node.services[service_id])
             for node in self.nodes()
             for service_id in sorted(node.services)
-            if node.services[service_id].name == name
+            if node.services[service_id].name == name and node.services[service_id].in_catalog
         ]
 
     def service_tags(self) -> dict[str, list[str]]:
@@ -139,6 +141,8 @@ class CatalogTable:
         tags: dict[str, set[str]] = {}
         for node in self._nodes.values():
             for service in node.services.values():
+                if not service.in_catalog:
+                    continue
                 tags.setdefault(service.name, set()).update(service.tags)
         return {name: sorted(tags[name]) for name in sorted(tags)}
 
@@ -150,7 +154,7 @@ class CatalogTable:
             key=lambda check: check.check_id,
         )
         service_checks = sorted(
-            (check for check in node.checks.values() if check.service_id == service_id),
+            (check for check in node.catalog_checks() if check.service_id == service_id),
             key=lambda check: check.check_id,
         )
         return node_checks + service_checks
@@ -238,6 +242,98 @@ class CatalogTable:
         )
         self._settle_aliases(txn)
 
+    # -- the catalog alone (addendum §14) -----------------------------------------
+
+    def catalog_deregister(
+        self, txn: Txn, node_name: str, service_id: str = "", check_id: str = ""
+    ) -> None:
+        """Catalog.Deregister: a service (with its checks), else a check, else the node's
+        services and checks leave the catalog; the agent still holds them all.
+
+        consul: agent/consul/fsm/commands_ce.go (applyDeregister: ServiceID, else CheckID,
+        else the node) and agent/consul/state/catalog.go (deleteServiceTxn, deleteCheckTxn,
+        deleteNodeTxn; each is a no-op for what does not exist). A deleted check deletes
+        the sessions bound to it (checkSessionsTxn), a deleted node its sessions.
+        """
+        node = self._nodes.get(node_name)
+        if node is None:
+            return
+        if service_id:
+            self._evict_service(txn, node, service_id)
+        elif check_id:
+            check = node.checks.get(check_id)
+            if check is not None and check.in_catalog:
+                self._evict_check(txn, node, check)
+        else:
+            self._evict_node(txn, node)
+        self._settle_aliases(txn)
+
+    def catalog_service(self, node_name: str, service_id: str) -> ServiceRecord | None:
+        node = self._nodes.get(node_name)
+        service = node.services.get(service_id) if node else None
+        return service if service is not None and service.in_catalog else None
+
+    def catalog_check_of(self, node_name: str, check_id: str) -> CheckRecord | None:
+        node = self._nodes.get(node_name)
+        check = node.checks.get(check_id) if node else None
+        return check if check is not None and check.in_catalog else None
+
+    def _evict_node(self, txn: Txn, node: NodeRecord) -> None:
+        """The node's services and checks go; the node itself and serfHealth stay (the
+        leader re-registers a live serf member at its next reconcile; not modelled)."""
+        for service_id in sorted(node.services):
+            self._evict_service(txn, node, service_id)
+        for check in sorted(node.checks.values(), key=lambda check: check.check_id):
+            if check.in_catalog:
+                self._evict_check(txn, node, check)
+        for session in self._sessions.on_node(node.name):
+            self._sessions.invalidate(txn, session, events.CAUSE_DEREGISTER)
+
+    def _evict_service(self, txn: Txn, node: NodeRecord, service_id: str) -> None:
+        service = node.services.get(service_id)
+        if service is None or not service.in_catalog:
+            return
+        for check in self._service_checks(node, service_id):
+            if check.in_catalog:
+                self._evict_check(txn, node, check)
+        service.in_catalog = False
+        self._service_in_catalog_changed(txn, node, service, events.SERVICE_DEREGISTERED)
+
+    def _evict_check(self, txn: Txn, node: NodeRecord, check: CheckRecord) -> None:
+        check.in_catalog = False
+        self._catalog_nodes_changed.add(node.name)
+        txn.changed(CHECKS_TABLE, node_topic(node.name), CHECKS_TOPIC)
+        self._bump_services_of(txn, node, check)
+        self._sessions.invalidate_bound_to(
+            txn, node.name, [check.check_id], events.CAUSE_DEREGISTER
+        )
+
+    def _return_service(self, txn: Txn, node: NodeRecord, check: CheckRecord) -> None:
+        """consul: agent/local/state.go (syncCheck sends the check's service along): a
+        check status synced to the catalog brings back a service deregistered there."""
+        service = node.services.get(check.service_id) if check.service_id else None
+        if service is None or service.in_catalog:
+            return
+        service.in_catalog = True
+        self._service_in_catalog_changed(txn, node, service, events.SERVICE_REGISTERED)
+
+    def _service_in_catalog_changed(
+        self, txn: Txn, node: NodeRecord, service: ServiceRecord, kind: str
+    ) -> None:
+        index = txn.changed(
+            SERVICES_TABLE, service_topic(service.name), node_topic(node.name),
+            CATALOG_SERVICES_TOPIC,
+        )
+        service.modify_index = index
+        if kind == events.SERVICE_REGISTERED:
+            service.create_index = index  # a new row in the catalog
+        self._service_indexes[service.name] = index
+        self._catalog_nodes_changed.add(node.name)
+        self._core.journal.record(
+            kind, node=node.name, id=service.id, name=service.name, tags=list(service.tags),
+            catalog_only=True,
+        )
+
     # -- checks --------------------------------------------------------------
 
     def register_check(self, txn: Txn, node_name: str, spec: CheckSpec, token: str = "") -> None:
@@ -322,7 +418,8 @@ class CatalogTable:
         if previous is None:
             # consul: agent/local/state.go (setServiceStateLocked notifies aliases of a new service)
             self._aliases_notified.add((node.name, service.id))
-        if previous is not None and previous.definition() == service.definition():
+        if (previous is not None and previous.in_catalog
+                and previous.definition() == service.definition()):
             service.create_index = previous.create_index
             service.modify_index = previous.modify_index
             node.services[service.id] = service
@@ -337,7 +434,9 @@ class CatalogTable:
         if previous is not None and previous.name != service.name:
             self._service_indexes[previous.name] = index
             txn.touch(service_topic(previous.name))
-        service.create_index = previous.create_index if previous else index
+        # A service back in the catalog after a catalog deregistration is a new row there.
+        kept = previous is not None and previous.in_catalog
+        service.create_index = previous.create_index if previous is not None and kept else index
         service.modify_index = index
         self._service_indexes[service.name] = index
         node.services[service.id] = service
@@ -387,6 +486,8 @@ class CatalogTable:
             # consul: agent/local/state.go (setCheckStateLocked and UpdateCheck -> notifyIfAliased)
             self._aliases_notified.add((node.name, check.service_id))
         self._sync_check(node, check, previous, registered)
+        if check.in_catalog:
+            self._return_service(txn, node, check)
         self._publish_check(txn, node, check, previous)
 
     def _sync_check(
@@ -406,9 +507,11 @@ class CatalogTable:
         wants_sync = registered or previous.status != check.status
         if wants_sync and self._may_sync(node, check):
             check.catalog_status, check.catalog_output = check.status, check.output
+            check.in_catalog = True  # a catalog deregistration is undone (addendum §14)
         else:
             check.catalog_status = previous.catalog_status
             check.catalog_output = previous.catalog_output
+            check.in_catalog = previous.in_catalog
 
     def _may_sync(self, node: NodeRecord, check: CheckRecord) -> bool:
         """Catalog.Register's vetting of the check's token (vetRegisterWithAuthorizer)."""
@@ -433,7 +536,8 @@ class CatalogTable:
             check.create_index, check.modify_index = previous.create_index, previous.modify_index
             return
         index = txn.changed(CHECKS_TABLE, node_topic(node.name), CHECKS_TOPIC)
-        check.create_index = previous.create_index if previous else index
+        kept = previous is not None and previous.in_catalog
+        check.create_index = previous.create_index if previous is not None and kept else index
         check.modify_index = index
         self._bump_services_of(txn, node, check)
         self._catalog_nodes_changed.add(node.name)
@@ -601,7 +705,7 @@ class CatalogTable:
                 not check.service_id or authorizer.allows("service", check.service_name, "read")
             )
         ]
-        service = target.services.get(alias.alias_service)
+        service = self.catalog_service(target.name, alias.alias_service)
 
         def service_exists() -> bool:
             return service is not None and readable_node and authorizer.allows(

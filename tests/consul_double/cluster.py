@@ -31,6 +31,11 @@ Deliberate simplifications (where the double is not Consul):
 * Servers are not catalog nodes (no `consul` service), there is no periodic
   anti-entropy, `PUT /v1/catalog/register` is not served, tombstones are never
   reaped, and lock-delays run on the monotonic clock.
+* `PUT /v1/catalog/deregister` (addendum §14) drops a service, check or node's
+  registrations from the catalog only; the agent keeps them and puts a service back
+  when it is registered again or a check of it syncs a status change with a token that
+  may write. The periodic full sync that would also put it back (within minutes, with a
+  token that may still write) is not modelled; the node form keeps the node itself.
 * `/v1/status/leader` answers "" at once while there is no leader (any server
   answers it), without the hold.
 * Nodes are client agents unless named in `servers=` (the first leads while there

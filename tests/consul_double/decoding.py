@@ -285,3 +285,11 @@ SESSION = Schema(
     ),
     strict=False,
 )
+
+# structs.DeregisterRequest: the body of PUT /v1/catalog/deregister. The HTTP handler decodes
+# it with decodeBody (plain json.Decoder), so lenient like the session (addendum §14).
+CATALOG_DEREGISTER = Schema(
+    "structs.DeregisterRequest",
+    _fields("Datacenter:string Node:string ServiceID:string CheckID:string Token:string"),
+    strict=False,
+)

@@ -99,6 +99,9 @@ class ServiceRecord:
     connect: dict[str, Any] | None = None
     create_index: int = 0
     modify_index: int = 0
+    # False after `PUT /v1/catalog/deregister`: the servers dropped it, the agent still
+    # holds it (addendum §14). Not part of the definition: the agent does not know.
+    in_catalog: bool = True
 
     def definition(self) -> tuple[Any, ...]:
         """Everything but the raft indexes, to tell a real change from a re-register."""
@@ -150,6 +153,8 @@ class CheckRecord:
     ttl_last_output: str = ""
     create_index: int = 0
     modify_index: int = 0
+    # False after a catalog deregistration of it or of its service (addendum §14).
+    in_catalog: bool = True
     ttl_timer: TimerHandle | None = field(default=None, repr=False, compare=False)
     alias_timer: TimerHandle | None = field(default=None, repr=False, compare=False)
 
@@ -170,6 +175,7 @@ class CheckRecord:
             self.service_name,
             self.service_tags,
             self.type,
+            self.in_catalog,
         )
 
 
@@ -189,8 +195,9 @@ class NodeRecord:
         return self.serf_check.catalog_status == PASSING
 
     def catalog_checks(self) -> list[CheckRecord]:
-        """Every check the catalog holds for this node: serfHealth plus the agent's checks."""
-        return [self.serf_check, *self.checks.values()]
+        """Every check the catalog holds for this node: serfHealth plus the agent's checks
+        that were not deregistered from the catalog alone (addendum §14)."""
+        return [self.serf_check, *(check for check in self.checks.values() if check.in_catalog)]
 
     def catalog_check(self, check_id: str) -> CheckRecord | None:
         """The check the servers hold under this ID, matched case-insensitively.

@@ -389,6 +389,11 @@ class ClusterState:
                 check_id: views.health_check(node.checks[check_id], agent_view=True)
                 for check_id in sorted(node.checks)
             },
+            # What the agent holds but the catalog no longer lists (addendum §14).
+            "not_in_catalog": sorted(
+                [sid for sid, service in node.services.items() if not service.in_catalog]
+                + [cid for cid, check in node.checks.items() if not check.in_catalog]
+            ),
         }
 
     @staticmethod

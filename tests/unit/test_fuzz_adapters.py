@@ -196,14 +196,20 @@ def test_fuzz_publisher() -> None:
             asked["valid_until"] = clock.now + TIMINGS.ttl
         elif choice < 0.8:
             publisher.hold_for_other_primary_until(clock.now + rng.uniform(0, 3))
+        elif choice < 0.9:
+            evict = ((rng.choice(["n1", "n2"]), rng.choice(EVICTABLE)),)
+            told_to_evict.update(evict)
+            publisher.evict_stale_primaries(evict)
         else:
             publisher.publish_over_other_primary()
 
     checked_up_to = 0
+    told_to_evict: set[tuple[str, str]] = set()
 
     def primary_only_as_asked() -> None:
         nonlocal checked_up_to
         for answered in transport.ledger[checked_up_to:]:
+            evicted_only_as_told(answered, told_to_evict)
             if answered.endpoint == "/v1/agent/service/register" and \
                     "primary" in (answered.sent or {}).get("Tags", []):
                 assert asked["role"] is Role.PRIMARY, f"seed {SEED}: primary label unasked"
@@ -216,6 +222,55 @@ def test_fuzz_publisher() -> None:
 
 
 SERVICE_TARGETS = (TARGET,)
+EVICTABLE = ("consul-leader-a2-_nomad-task-a2-db-db-db", "other")
+
+
+def evicted_only_as_told(answered: Answered, told: set[tuple[str, str]]) -> None:
+    """A catalog deregistration names an instance the machine told the publisher to evict."""
+    if answered.endpoint == "/v1/catalog/deregister":
+        sent = answered.sent or {}
+        assert (sent.get("Node"), sent.get("ServiceID")) in told, \
+            f"seed {SEED}: evicted what it was not told to"
+
+
+def test_fuzz_publisher_at_the_bound_evicts_only_what_it_was_told() -> None:
+    """Every request is past its bounded wait at once, so each sighting of another primary
+    asks Consul about its session; what the wait-over names stale is then evicted."""
+    transport, port, clock, rng = fuzzed(7)
+    transport.other_primaries = 0.5
+    posts = Posts()
+    settings = PublisherSettings(service_ids=(TARGET,), alloc_id="a1", service_name="db",
+                                 primary_label="primary", replica_label="replica",
+                                 timings=TIMINGS, owner="a1")
+    publisher = Publisher(settings, port, posts, clock=clock)
+    told: set[tuple[str, str]] = set()
+    seen = 0
+
+    def instruct() -> None:
+        nonlocal seen
+        for item in posts.items[seen:]:
+            if item.facts.stale_primaries:
+                told.update(item.facts.stale_primaries)
+                publisher.evict_stale_primaries(item.facts.stale_primaries)
+        seen = len(posts.items)
+        publisher.publish(Role.PRIMARY, OURS, clock.now + TIMINGS.ttl)
+        publisher.hold_for_other_primary_until(clock.now - 1.0)
+        if rng.random() < 0.1:
+            publisher.publish_over_other_primary()
+
+    checked_up_to = 0
+
+    def only_told() -> None:
+        nonlocal checked_up_to
+        for answered in transport.ledger[checked_up_to:]:
+            evicted_only_as_told(answered, told)
+        checked_up_to = transport.answers
+
+    drive(transport, clock, rng, [publisher.step], instruct, only_told)
+    asked = sum(a.endpoint == "/v1/session/info/:id" for a in transport.ledger)
+    evicted = sum(a.endpoint == "/v1/catalog/deregister" for a in transport.ledger)
+    assert asked > 0 and evicted > 0, \
+        f"seed {SEED}: asked {asked} sessions, evicted {evicted}: the fuzz explores too little"
 
 
 def test_fuzz_health_checks() -> None:

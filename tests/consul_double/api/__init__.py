@@ -73,6 +73,7 @@ ROUTES: tuple[Route, ...] = (
            "/v1/agent/check/update/:id"),
     _route("/v1/catalog/services", (GET,), SERVER, catalog.catalog_services),
     _route("/v1/catalog/nodes", (GET,), SERVER, catalog.catalog_nodes),
+    _route("/v1/catalog/deregister", (PUT,), SERVER, catalog.catalog_deregister),
     _route("/v1/catalog/service/", (GET,), SERVER, catalog.catalog_service,
            "/v1/catalog/service/:name"),
     _route("/v1/health/service/", (GET,), SERVER, catalog.health_service,

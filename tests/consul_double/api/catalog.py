@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import views
+from ..core import StateError
+from ..decoding import CATALOG_DEREGISTER
 from ..durations import GoSyntaxError, parse_bool
 from ..filter import AGENT_CHECK, CATALOG_SERVICE, HEALTH_SERVICE
 from ..model import CHECK_STATUSES, PASSING, CheckRecord, NodeRecord, ServiceRecord
@@ -22,7 +24,15 @@ from ..watch import (
     service_topic,
 )
 from ..wire import HttpError, Reply, json_reply
-from .common import Call, QueryOptions, path_id, require_local_dc, run_query
+from .common import (
+    NO_DC_PATH,
+    Call,
+    QueryOptions,
+    decode_or_400,
+    path_id,
+    require_local_dc,
+    run_query,
+)
 
 LEADER_ADDRESS = "127.0.0.1:8300"
 
@@ -107,7 +117,7 @@ def health_checks(call: Call) -> Reply:
         listed = [
             views.health_check(check)
             for node, service in _readable_instances(call, name, tags=False)
-            for check in sorted(node.checks.values(), key=lambda check: check.check_id)
+            for check in sorted(node.catalog_checks(), key=lambda check: check.check_id)
             if check.service_id == service.id
         ]
         return QueryResult(
@@ -153,6 +163,54 @@ def health_state(call: Call) -> Reply:
 
     result, headers = run_query(call, options, WatchSpec.of(CHECKS_TOPIC), evaluate)
     return json_reply(result.value, call.request, headers)
+
+
+def catalog_deregister(call: Call) -> Reply:
+    """Addendum §14: a service, else a check, else a node's registrations leave the catalog.
+
+    consul: agent/catalog_endpoint.go (CatalogDeregister: decodeBody, the body's Datacenter,
+    the request's token) and agent/consul/catalog_endpoint.go (Catalog.Deregister: `Must
+    provide node`, then the token, then vetDeregisterWithACL). The agent's own view is left
+    alone: `/v1/agent/services` still lists what was deregistered here.
+    """
+    body = decode_or_400(call, CATALOG_DEREGISTER)
+    datacenter = body.get("Datacenter") or ""
+    if datacenter and datacenter != call.state.datacenter:
+        raise HttpError(500, NO_DC_PATH)
+    node, service_id, check_id = (
+        body.get("Node") or "", body.get("ServiceID") or "", body.get("CheckID") or ""
+    )
+    if not node:
+        raise StateError("Must provide node")
+    _ = call.authz
+    with call.state.server_write(call.aborted) as txn:
+        _vet_deregister(call, node, service_id, check_id)
+        call.state.catalog.catalog_deregister(txn, node, service_id, check_id)
+    return json_reply(True, call.request)
+
+
+def _vet_deregister(call: Call, node: str, service_id: str, check_id: str) -> None:
+    """consul: agent/consul/catalog_endpoint.go (vetDeregisterWithACL): node:write allows
+    anything on the node; else a service needs service:write on its name, a check that of
+    its service (node:write for a node check), and a whole node node:write."""
+    if not call.settings.acl_enabled or call.authz.allows("node", node, "write"):
+        return
+    catalog = call.state.catalog
+    if service_id:
+        service = catalog.catalog_service(node, service_id)
+        if service is None:
+            raise StateError(f"Unknown service ID '{service_id}'")
+        call.require("service", service.name, "write")
+    elif check_id:
+        check = catalog.catalog_check_of(node, check_id)
+        if check is None:
+            raise StateError(f"Unknown check ID '{check_id}'")
+        if check.service_id:
+            call.require("service", check.service_name, "write")
+        else:
+            call.require("node", node, "write")
+    else:
+        call.require("node", node, "write")
 
 
 def status_leader(call: Call) -> Reply:

@@ -96,6 +96,34 @@ def test_session_info_says_whether_consul_still_knows_it() -> None:
     assert not port.session_exists("s1", timeout=1.0)
 
 
+def test_only_an_empty_answer_that_acls_did_not_cut_proves_a_session_gone() -> None:
+    filtered = {"X-Consul-Results-Filtered-By-ACLs": "true"}
+    port, _ = consul(raw(200, []), raw(200, [], filtered), raw(200, [{"ID": "s1"}]),
+                     raw(200, {"ID": "s1"}))
+    assert port.session_gone("s1", timeout=1.0)
+    assert not port.session_gone("s1", timeout=1.0)  # hidden from us, maybe alive
+    assert not port.session_gone("s1", timeout=1.0)
+    with pytest.raises(MalformedAnswer):
+        port.session_gone("s1", timeout=1.0)
+
+
+def test_a_catalog_deregistration_names_the_node_and_the_service() -> None:
+    port, transport = consul(raw(200, True))
+    port.catalog_deregister("n2", "consul-leader-a2-db", timeout=1.0)
+    assert [(s.method, s.path, s.json_body) for s in transport.sent] == [
+        ("PUT", "/v1/catalog/deregister", {"Node": "n2", "ServiceID": "consul-leader-a2-db"})]
+
+
+def test_a_health_entry_carries_its_meta() -> None:
+    answer = [{"Node": {"Node": "n2"}, "Service": {"ID": "x", "Meta": {"session": "s9"}},
+               "Checks": []}]
+    port, _ = consul(raw(200, answer), raw(200, [{**answer[0], "Service": {
+        "ID": "x", "Meta": {"session": 9}}}]))
+    assert port.health_service("db", timeout=1.0).entries[0].meta == {"session": "s9"}
+    with pytest.raises(MalformedAnswer):
+        port.health_service("db", timeout=1.0)
+
+
 # -- KV ------------------------------------------------------------------------------------
 
 

@@ -173,6 +173,16 @@ def test_past_the_bound_it_publishes_counts_it_and_names_the_other_instance(
     assert getattr(error, "others", None) == "_nomad-task-old"
 
 
+def test_past_the_bound_it_evicts_the_provably_stale_primaries_before_publishing() -> None:
+    h, log, _ = hub()
+    h.publish_over_other_primary(t(LE, LE, Event.OTHER_PRIMARY_WAIT_OVER, session="s1",
+                                   others=("old", "alive"), stale_primaries=(("n3", "old"),)))
+    assert calls(log) == [("publisher", "evict_stale_primaries"),
+                          ("metrics", "published_over_other_primary"),
+                          ("publisher", "publish_over_other_primary")]
+    assert args_of(log, "publisher", "evict_stale_primaries") == [((( ("n3", "old"),),), {})]
+
+
 def test_a_lock_delay_asks_for_another_attempt_after_its_wait() -> None:
     h, log, _ = hub()
     h.retry_acquire(t(CA, CA, Event.LOCK_DELAYED, session="s1", retry_in=0.4))

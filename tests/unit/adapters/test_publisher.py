@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from consul_leader.adapters.consul.errors import ConsulDenied, ConsulUnavailable
-from consul_leader.adapters.consul.port import AgentService, ServiceRead, ServicesRead
+from consul_leader.adapters.consul.port import (
+    AgentService,
+    HealthEntry,
+    HealthRead,
+    ServiceRead,
+    ServicesRead,
+)
 from consul_leader.adapters.publishing.labels import (
     Role,
     alias_check_id,
@@ -420,3 +426,109 @@ def test_seed_mode_withdraws_nothing() -> None:
     p, port, _, _ = publisher(owner=None)
     p.withdraw(timeout=1.0)
     assert port.calls == []
+
+
+# -- other primaries whose session is gone (evicted from the catalog) -------------------------
+
+
+STALE = owned_service_id("a3", "_nomad-task-a3-db-db-db")
+
+
+def primary_with_meta(service_id: str, node: str, **meta: str) -> HealthEntry:
+    return HealthEntry(service_id, node, ("v1", "primary"), ("passing",), meta)
+
+
+def at_the_bound(p: Publisher, posts: Posts, clock: FakeClock) -> None:
+    p.step()
+    p.hold_for_other_primary_until(clock.now + TIMINGS.other_primary_wait)
+    while Event.OTHER_PRIMARY_WAIT_OVER not in posts.events():
+        clock.now = p.step() or clock.now
+
+
+def test_at_the_bound_the_others_whose_session_is_gone_travel_with_the_wait_over() -> None:
+    p, port, posts, clock = publisher()
+    primary_setup(p, port, posts, clock, HealthRead((
+        HealthEntry(OWNED, "n1", ("v1",), ("passing",)),
+        primary_with_meta(STALE, "n3", session="dead"),
+        primary_with_meta(OTHER, "n2", session="alive"),
+        primary_with_meta("_nomad-task-a4-db", "n4", session="dead"),  # Nomad's: never
+        primary_with_meta("consul-leader-a5-db", "n5"),  # no session named: never
+    )))
+    # Asked in the order of the instance IDs (OTHER sorts first).
+    port.expect("session_gone", False, check=lambda c: c.args[0] == "alive")
+    port.expect("session_gone", True, check=lambda c: c.args[0] == "dead")
+
+    at_the_bound(p, posts, clock)
+
+    assert posts.last().facts.stale_primaries == (("n3", STALE),)
+    port.assert_done()
+
+
+def test_a_session_lookup_that_fails_proves_nothing() -> None:
+    p, port, posts, clock = publisher()
+    primary_setup(p, port, posts, clock, HealthRead((
+        HealthEntry(OWNED, "n1", ("v1",), ("passing",)),
+        primary_with_meta(STALE, "n3", session="dead"))))
+    port.expect("session_gone", ConsulUnavailable("no cluster leader", status=500))
+
+    at_the_bound(p, posts, clock)
+
+    assert posts.last().facts.stale_primaries == ()
+    port.assert_done()
+
+
+def test_told_to_evict_it_deregisters_from_the_catalog_before_publishing_and_counts_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    p, port, posts, clock = publisher()
+    evicted: list[None] = []
+    p._on_evicted = lambda: evicted.append(None)
+    primary_setup(p, port, posts, clock, health((OWNED, ("v1",), True)))
+    port.expect("catalog_deregister", None, check=lambda c: c.args == ("n3", STALE))
+    port.expect("service_register", None, check=owned_body(["v1", "primary"], "s1"))
+
+    p.evict_stale_primaries((("n3", STALE),))
+    p.publish_over_other_primary()
+    p.step()
+
+    assert evicted == [None]
+    assert posts.events()[-1] is Event.PRIMARY_PUBLISHED
+    error = next(r for r in caplog.records if r.levelname == "ERROR")
+    assert (getattr(error, "instance", None), getattr(error, "node", None)) == ("n3", STALE)[::-1]
+    port.assert_done()
+
+
+def test_a_failed_eviction_is_retried_and_a_denied_one_is_not() -> None:
+    p, port, posts, clock = publisher()
+    evicted: list[None] = []
+    p._on_evicted = lambda: evicted.append(None)
+    primary_setup(p, port, posts, clock, health((OWNED, ("v1",), True)))
+    port.expect("catalog_deregister", ConsulUnavailable("no cluster leader", status=500))
+    port.expect("catalog_deregister", ConsulDenied("Permission denied", status=403))
+    port.always("service_register", None)
+    p.evict_stale_primaries((("n3", STALE), ("n2", OTHER)))
+
+    due = p.step()
+
+    assert due is not None and due > clock.now  # the failed one is tried again
+    clock.now = due
+    port.expect("catalog_deregister", None, check=lambda c: c.args == ("n3", STALE))
+    p.step()
+    assert evicted == [None]
+    assert [c.args for c in port.calls if c.method == "catalog_deregister"] == [
+        ("n3", STALE), ("n2", OTHER), ("n3", STALE)]
+    port.assert_done()
+
+
+def test_an_eviction_still_to_retry_is_dropped_when_the_leader_steps_down() -> None:
+    p, port, posts, clock = publisher()
+    primary_setup(p, port, posts, clock, health((OWNED, ("v1",), True)))
+    port.expect("catalog_deregister", ConsulUnavailable("no cluster leader", status=500))
+    port.always("service_register", None)
+    p.evict_stale_primaries((("n3", STALE),))
+    clock.now = p.step() or clock.now
+
+    p.publish(Role.REPLICA, "s1", clock.now + TIMINGS.ttl)
+    p.step()
+
+    assert [c.method for c in port.calls].count("catalog_deregister") == 1
+    port.assert_done()
