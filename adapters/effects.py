@@ -246,6 +246,10 @@ class RoleEffects:
                   f"publishing ours anyway", extra={"others": others})
         self._d.publisher.publish_over_other_primary()
 
+    def evict_stale_primaries(self, t: Transition) -> None:
+        # Their sessions are gone: they lead nothing, Consul just cannot unlist them.
+        self._d.publisher.evict_stale_primaries(t.facts.stale_primaries)
+
     # -- helpers --------------------------------------------------------------------------
 
     def _renewed(self, t: Transition) -> None:

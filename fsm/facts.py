@@ -25,7 +25,8 @@ class Facts:
     check_id: str | None = None  # the check an event is about
     checks: tuple[str, ...] = ()  # checks a new session is to bind to (lease_check_passed)
     # (node, service ID) of other passing primaries whose session no longer exists
-    # (other_primary_wait_over): provably stale, so they may be evicted from the catalog.
+    # (stale_primary_seen, other_primary_wait_over): provably stale, so they may be evicted
+    # from the catalog.
     stale_primaries: tuple[tuple[str, str], ...] = ()
 
     def with_session(self, session: str | None) -> "Facts":

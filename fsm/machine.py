@@ -115,6 +115,9 @@ class Effects(Protocol):
     def publish_over_other_primary(self, t: Transition) -> None:
         """The bounded wait is over and it still looks primary: publish ours anyway."""
 
+    def evict_stale_primaries(self, t: Transition) -> None:
+        """Other primaries whose sessions are gone (`t.facts.stale_primaries`): unlist them."""
+
 
 @dataclass
 class _Outcome:

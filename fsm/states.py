@@ -47,5 +47,6 @@ class Event(enum.StrEnum):
     PUBLISH_REFUSED = "publish_refused"  # Consul denied writing our role (ACL)
     OTHER_PRIMARY_SEEN = "other_primary_seen"  # another instance is still a passing primary
     OTHER_PRIMARY_WAIT_OVER = "other_primary_wait_over"  # ...and still is at the bound
+    STALE_PRIMARY_SEEN = "stale_primary_seen"  # ...and Consul no longer has its session
     # The process.
     SHUTDOWN = "shutdown"  # SIGTERM/SIGINT, or Consul refused our configuration

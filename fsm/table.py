@@ -43,6 +43,7 @@ ADOPT_TARGETS: Final = "adopt_targets"  # the checks follow the targets
 MARK_PUBLISHED: Final = "mark_published"  # Consul shows our role (/primary, role checks)
 AWAIT_OTHER_PRIMARY: Final = "await_other_primary"  # start the bounded wait
 PUBLISH_OVER_OTHER_PRIMARY: Final = "publish_over_other_primary"  # the bound passed
+EVICT_STALE_PRIMARIES: Final = "evict_stale_primaries"  # their sessions are gone
 
 _ROWS: list[tuple[dict[str, Any], dict[tuple[State, Event], str]]] = []
 
@@ -95,6 +96,9 @@ _stay(Event.REPLICA_PUBLISHED, _NOT_LEADING, MARK_PUBLISHED)
 _stay(Event.PRIMARY_PUBLISHED, [LE], MARK_PUBLISHED)
 _stay(Event.OTHER_PRIMARY_SEEN, [LE], AWAIT_OTHER_PRIMARY)
 _stay(Event.OTHER_PRIMARY_WAIT_OVER, [LE], PUBLISH_OVER_OTHER_PRIMARY)
+# Its session is gone, yet Consul lists it (a revoked token cannot sync its checks): it leads
+# nothing, so no need to wait for the bound; once it is unlisted ours goes on as usual.
+_stay(Event.STALE_PRIMARY_SEEN, [LE], EVICT_STALE_PRIMARIES)
 # The process.
 _move(Event.SHUTDOWN, list(State), NS, before=BEGIN_STOPPING)
 
@@ -106,6 +110,7 @@ REACTIONS: Final[dict[tuple[State, Event], str]] = {
 REACTION_NAMES: Final[tuple[str, ...]] = (
     RETRY_ACQUIRE, VOUCH_REPLICA, VOUCH_LEASE, VOUCH_PRIMARY, PREPARE_SESSION, CREATE_SESSION,
     ADOPT_TARGETS, MARK_PUBLISHED, AWAIT_OTHER_PRIMARY, PUBLISH_OVER_OTHER_PRIMARY,
+    EVICT_STALE_PRIMARIES,
 )
 
 

@@ -170,6 +170,13 @@ class Timings:
         return self.role_check_ttl + self.ttl / 10
 
     @property
+    def stale_primary_grace(self) -> float:
+        """How long another passing primary is left alone before its session is looked up: a
+        sidecar whose session was just ended relabels itself within a round trip or two, and
+        the margin is the agent's sync to the catalog, as in `other_primary_wait`."""
+        return self.ttl / 10
+
+    @property
     def other_primary_recheck(self) -> float:
         """How often a waiting leader asks again whether the other primary is gone."""
         return self.ttl / 30

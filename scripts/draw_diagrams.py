@@ -121,6 +121,10 @@ EVENT_MEANINGS: dict[Event, str] = {
     Event.OTHER_PRIMARY_WAIT_OVER: (
         "it still is when the bounded wait ends (the old role check's TTL plus a margin)"
     ),
+    Event.STALE_PRIMARY_SEEN: (
+        "another passing primary's session is gone (seen after a grace of TTL/10): it leads "
+        "nothing"
+    ),
     Event.SHUTDOWN: "SIGTERM or SIGINT (or Consul refused our configuration): leave cleanly",
 }
 REACTION_MEANINGS: dict[str, str] = {
@@ -137,6 +141,10 @@ REACTION_MEANINGS: dict[str, str] = {
     "await_other_primary": "start the bounded wait for the other primary to go",
     "publish_over_other_primary": (
         "publish the primary role anyway, count it, log an error naming the other instance"
+    ),
+    "evict_stale_primaries": (
+        "deregister them from the catalog, count it, log an error naming them; ours goes on "
+        "once Consul no longer lists them"
     ),
 }
 STATE_EFFECTS: dict[State, str] = {

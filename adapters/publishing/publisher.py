@@ -5,11 +5,13 @@ on every target service and posts the outcome as events: `targets_found`, `repli
 / `primary_published` (once per request, when Consul shows it on every target),
 `publish_refused` (Consul denied a write), `target_gone` (a target deregistered for longer than
 its grace), and, before the primary label goes on, `other_primary_seen` while another instance
-is still a passing primary and `other_primary_wait_over` if it still is at the deadline the
-machine set (`hold_for_other_primary_until`). The publisher never decides anything about
-leadership: it only applies what it is asked, never labels primary over another passing
-primary unless told to (`publish_over_other_primary`), and never writes the primary label on
-a lease that has run out (`extend` keeps it informed).
+is still a passing primary, `stale_primary_seen` when, past a short grace, Consul no longer
+has the session named in that instance's Meta, and `other_primary_wait_over` if it still is
+at the deadline the machine set (`hold_for_other_primary_until`). It evicts from the catalog
+only the instances the machine names (`evict_stale_primaries`). The publisher never decides
+anything about leadership: it only applies what it is asked, never labels primary over
+another passing primary unless told to (`publish_over_other_primary`), and never writes the
+primary label on a lease that has run out (`extend` keeps it informed).
 
 Tags are changed by re-registering the complete definition through the agent API (§4.3, §7):
 registration decoding is strict and replaces the definition wholesale, so the body is built
@@ -87,6 +89,7 @@ class _Request:
     valid_until: float | None = None
     fencing_token: int | None = None
     hold_until: float | None = None  # the bounded wait for another primary ends then
+    others_seen_at: float | None = None  # when another passing primary was first seen
     override: bool = False  # label primary even over another passing primary
     reported: set[str] = field(default_factory=set)  # events posted for this request
 
@@ -417,6 +420,12 @@ class Publisher:
         facts = Facts(session=request.session, others=others)
         self._report_once(request, Event.OTHER_PRIMARY_SEEN,
                           f"{', '.join(others)} still a passing primary", facts)
+        with self._cond:
+            if request.others_seen_at is None:
+                request.others_seen_at = now
+        if entries and now >= request.others_seen_at + self._timings.stale_primary_grace \
+                and Event.STALE_PRIMARY_SEEN.value not in request.reported:
+            self._report_stale(request, entries, others)
         if request.hold_until is not None and now >= request.hold_until \
                 and Event.OTHER_PRIMARY_WAIT_OVER.value not in request.reported:
             stale = self._provably_stale(entries or ())
@@ -445,6 +454,19 @@ class Publisher:
                             key=lambda entry: entry.service_id))
 
     # -- stale primaries -----------------------------------------------------------------
+
+    def _report_stale(self, request: _Request, entries: tuple[HealthEntry, ...],
+                      others: tuple[str, ...]) -> None:
+        """Once per request, past the grace: the other primaries whose session is gone, if
+        any. Those with a live session are left to the bounded wait."""
+        with self._cond:
+            request.reported.add(Event.STALE_PRIMARY_SEEN.value)
+        stale = self._provably_stale(entries)
+        if stale:
+            self._post(Event.STALE_PRIMARY_SEEN,
+                       f"{', '.join(sid for _, sid in stale)} listed as a passing primary, "
+                       "its session gone",
+                       Facts(session=request.session, others=others, stale_primaries=stale))
 
     def _provably_stale(self, entries: tuple[HealthEntry, ...]) -> tuple[tuple[str, str], ...]:
         """(node, service ID) of the other primaries whose session Consul no longer has."""
