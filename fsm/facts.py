@@ -24,6 +24,9 @@ class Facts:
     others: tuple[str, ...] = ()  # other instances seen as passing primaries
     check_id: str | None = None  # the check an event is about
     checks: tuple[str, ...] = ()  # checks a new session is to bind to (lease_check_passed)
+    # Switchover (issue 12).
+    hold_off: float | None = None  # seconds the old leader stays out (switchover_requested)
+    target: str | None = None  # the instance named to lead next, if any
 
     def with_session(self, session: str | None) -> "Facts":
         """These facts, about `session` (when they name none themselves)."""
