@@ -333,5 +333,9 @@ def _health_entry(entry: Any, reply: Reply) -> HealthEntry:
         raise _malformed(reply, "health entry Tags is not a list of strings")
     if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
         raise _malformed(reply, "health entry Checks is not a list of checks")
+    meta = service.get("Meta") or {}
+    if not isinstance(meta, dict):
+        raise _malformed(reply, "health entry Meta is not a map")
     return HealthEntry(service_id=service["ID"], node=str(node_name or ""), tags=tuple(tags),
-                       statuses=tuple(str(check.get("Status")) for check in checks))
+                       statuses=tuple(str(check.get("Status")) for check in checks),
+                       meta={str(k): str(v) for k, v in meta.items()})
