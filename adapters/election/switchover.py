@@ -173,4 +173,7 @@ class Switchover:
             return Answer(200, "released", document={"switchover": "released", **document})
         if ended:
             return Answer(409, "refused", "the lock was no longer ours: nothing to hand over")
-        return Answer(202, "initiated", document={"switchover": "initiated", **document})
+        # Still under way (Consul slow to show the replica role), or overtaken by another event:
+        # the state says which.
+        return Answer(202, "initiated", document={"switchover": "initiated",
+                                                  "state": self._state().value, **document})

@@ -9,6 +9,8 @@ priorities, the highest healthy priority takes a free lock first and priority 0 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -112,6 +114,21 @@ def test_switchover_to_a_named_instance(writable: Group, watched: HealthObserver
         assert reply.status_code == 200, reply.text
         assert reply.json()["to"] == target.alloc_id
         assert writable.wait_single_primary(timeout=HANDOVER_BOUND, exclude=leader) is target
+
+
+def test_a_named_target_that_cannot_take_over_is_waited_for_only_the_hold_off(
+        writable: Group, watched: HealthObserver) -> None:
+    leader = writable.wait_single_primary(timeout=5.0)
+    target, _ = followers_ready(writable, leader)
+    os.kill(target.pid, signal.SIGSTOP)  # still listed as passing for a while; cannot act
+    try:
+        asked = time.monotonic()
+        reply = post_switchover(leader, to=target.alloc_id, hold_off="2s")
+        assert reply.status_code == 200, reply.text
+        new = writable.wait_single_primary(timeout=2.0 + HANDOVER_BOUND, exclude=target)
+        assert new is not target and time.monotonic() - asked >= 2.0 - 0.5
+    finally:
+        os.kill(target.pid, signal.SIGCONT)
 
 
 def test_a_follower_refuses_with_409(writable: Group, watched: HealthObserver) -> None:

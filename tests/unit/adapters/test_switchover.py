@@ -112,5 +112,6 @@ def test_a_release_still_under_way_is_202_and_a_lock_no_longer_ours_409() -> Non
     pending = Setup(release=None).peers(entry("x"))
     answer = pending.switchover.request(None, None)
     assert (answer.status, answer.result) == (202, "initiated")
+    assert answer.document is not None and answer.document["state"] == "Leader"
     lost = Setup(release=False).peers(entry("x"))
     assert lost.switchover.request(None, None).status == 409
