@@ -44,6 +44,8 @@ from consul_leader.fsm.timing import Timings, lock_delay_wait
 
 log = logging.getLogger("consul_leader.lock")
 
+HINTS_REMEMBERED = 8  # switchover hints whose first sighting is kept (only the latest matters)
+
 
 @dataclass(frozen=True)
 class AcquirerSettings:
@@ -157,6 +159,7 @@ class Acquirer:
         with self._lock:
             self._stopping = True
             self._campaign = self._rewrite_for = None
+            self._handover = None  # shutdown releases the key itself (the session keeper)
 
     # -- the worker's step ----------------------------------------------------------------
 
@@ -320,6 +323,8 @@ class Acquirer:
             return None, None  # someone acquired the lock since: the hint is spent
         with self._lock:
             first_seen = self._hints_seen.setdefault(read.modify_index, now)
+            for stale in sorted(self._hints_seen)[:-HINTS_REMEMBERED]:
+                del self._hints_seen[stale]
         expires = first_seen + hint.hold_off
         return (hint, expires) if now < expires else (None, None)
 
