@@ -97,11 +97,16 @@ def test_switchover_hands_over_and_the_old_leader_follows(
     new = writable.wait_single_primary(timeout=HANDOVER_BOUND, exclude=leader)
     assert time.monotonic() - asked <= HANDOVER_BOUND
     assert new.status()["state"] == "Leader"
-    status = leader.status()
-    assert status["state"] == "Follower" and status["priority"] == 1
+    # It goes through Candidate when it sees the key free, and is excluded at once.
+    status = wait_for(lambda: (s := leader.status())["state"] == "Follower" and s, 2.0,
+                      "the old leader following")
+    assert status["priority"] == 1
     # The old leader held off, then followed: it does not take the lock back.
     wait_for(lambda: leader.status()["excluded"] is None, 5.0, "the hold-off to end")
     assert writable.the_primary() is new
+    metrics = requests.get(f"http://127.0.0.1:{leader.status_port}/metrics", timeout=2).text
+    assert 'consul_leader_switchovers_total{result="released"} 1.0' in metrics
+    assert "consul_leader_priority 1.0" in metrics
 
 
 def test_switchover_to_a_named_instance(writable: Group, watched: HealthObserver) -> None:
