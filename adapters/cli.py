@@ -74,7 +74,9 @@ def _checkout_revision() -> str | None:
 
 def usage() -> str:
     """The --help text, every line at most HELP_WIDTH columns."""
-    lines = ["usage: consul-leader [--help] [--version]", ""]
+    lines = ["usage: consul-leader [--help] [--version]",
+             "       consul-leader switchover [--to INSTANCE] [--hold-off 5s]",
+             "                                [--addr HOST:PORT] [--token-file FILE]", ""]
     lines += _wrapped("Leader-election sidecar for services on Consul and Nomad. Configured "
                       "only by environment variables:", "")
     for variable in VARIABLES:
@@ -94,6 +96,10 @@ def _wrapped(text: str, indent: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "switchover":
+        from consul_leader.adapters import switchover_cli
+
+        return switchover_cli.main(args[1:], os.environ if environ is None else environ)
     if any(a in ("-h", "--help") for a in args):
         return _print_and_exit(usage())
     if "--version" in args:

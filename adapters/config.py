@@ -31,8 +31,9 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from consul_leader.adapters.durations import (
@@ -52,6 +53,11 @@ PUBLISH_LABELS = "labels"
 MAX_SESSION_TTL_NS = 24 * HOUR  # Consul's SessionTTLMax
 MAX_LOCK_DELAY_NS = 60 * SECOND  # Consul's MaxLockDelay: it caps silently, we refuse
 DURATION_HINT = "use Go syntax such as 15s or 1m30s"
+# Switchover and priorities (issue 12).
+DEFAULT_PRIORITY = 1
+DEFAULT_HOLD_OFF = "5s"
+MAX_HOLD_OFF_NS = 60 * SECOND  # the hint a switchover leaves is honoured at most this long
+_ON_OFF = {"on": True, "off": False}
 
 # strconv.ParseBool's complete vocabulary.
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -133,6 +139,19 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_NODE", "(the local agent's node)",
              "Consul node for the session; with health checks on, it must be the local "
              "agent's node (checked with /v1/agent/self; another node exits 2)."),
+    # Switchover, the HTTP write paths and priorities (issue 12).
+    Variable("CONSUL_LEADER_HTTP_WRITES", "off",
+             "on enables the HTTP write paths (POST /switchover); off answers them 403. Reads "
+             "stay open either way."),
+    Variable("CONSUL_LEADER_HTTP_TOKEN_FILE", "(none: writes, when on, need no token)",
+             "File holding the bearer token that write paths require (Authorization: Bearer "
+             "<token>); read at start and again whenever the file changes."),
+    Variable("CONSUL_LEADER_PRIORITY", str(DEFAULT_PRIORITY),
+             "Integer >= 0. When the lock is free, healthy instances of higher priority go "
+             "first; 0 never leads (only follows)."),
+    Variable("CONSUL_LEADER_SWITCHOVER_HOLD_OFF", DEFAULT_HOLD_OFF,
+             "How long a leader that hands over stays out of the race, unless a switchover "
+             "request says otherwise (Go duration, 0s to 1m)."),
     Variable("CONSUL_HTTP_ADDR", DEFAULT_CONSUL_ADDRESS,
              "Consul agent: host:port, http://host:port[/prefix], https://host:port[/prefix] "
              "or unix:///path/to/socket."),
@@ -213,6 +232,11 @@ class Config:
     watch_wait: float
     session_name: str
     node_name: str | None
+    # Switchover, the HTTP write paths and priorities (issue 12).
+    http_writes: bool = False
+    http_token_file: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    hold_off: float = 5.0  # DEFAULT_HOLD_OFF, in seconds
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
@@ -260,6 +284,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         session_name=service_name,
         node_name=env.get("CONSUL_LEADER_NODE"),
     )
+    config = replace(config, **_read_switchover(env))
     if env.errors:
         raise ConfigError(env.errors)
     return config
@@ -737,6 +762,60 @@ def _read_listen(env: _EnvReader) -> tuple[str, int] | None:
         env.fail(name, text, "expected host:port, :port, [ipv6]:port or off")
         return None
     return host, int(port_text)
+
+
+# --- switchover, the HTTP write paths and priorities (issue 12) -------------------------------
+
+
+def _read_switchover(env: _EnvReader) -> dict[str, Any]:
+    enabled = _read_on_off(env, "CONSUL_LEADER_HTTP_WRITES")
+    token_file = env.get("CONSUL_LEADER_HTTP_TOKEN_FILE")
+    if token_file is not None:
+        problem = http_token_file_problem(token_file)
+        if problem:
+            env.fail("CONSUL_LEADER_HTTP_TOKEN_FILE", token_file, problem)
+    return {
+        "http_writes": enabled,
+        "http_token_file": token_file,
+        "priority": _read_priority(env),
+        "hold_off": env.duration("CONSUL_LEADER_SWITCHOVER_HOLD_OFF", DEFAULT_HOLD_OFF, 0,
+                                 MAX_HOLD_OFF_NS, "a bounded hold-off") / SECOND,
+    }
+
+
+def _read_on_off(env: _EnvReader, name: str) -> bool:
+    text = env.get(name)
+    if text is None:
+        return False
+    if text.lower() in _ON_OFF:
+        return _ON_OFF[text.lower()]
+    if text in _GO_TRUE or text in _GO_FALSE:
+        return text in _GO_TRUE
+    env.fail(name, text, "must be on or off")
+    return False
+
+
+def _read_priority(env: _EnvReader) -> int:
+    text = env.get("CONSUL_LEADER_PRIORITY")
+    if text is None:
+        return DEFAULT_PRIORITY
+    if not text.isascii() or not text.isdigit():
+        env.fail("CONSUL_LEADER_PRIORITY", text, "must be an integer >= 0 (0: never lead)")
+        return DEFAULT_PRIORITY
+    return int(text)
+
+
+def http_token_file_problem(path: str) -> str | None:
+    """Why the bearer token file cannot be used, or None (shared with the CLI)."""
+    try:
+        token = read_token_file(path)
+    except (OSError, ValueError) as exc:
+        return f"cannot read the token file: {_describe(exc)}"
+    if token is None:
+        return "the token file is empty"
+    if not is_usable_token(token):
+        return _BAD_TOKEN
+    return None
 
 
 def listen_text(listen: tuple[str, int]) -> str:

@@ -12,6 +12,11 @@ state publishes:
   leaving Leader removes the leader file and runs the demote hook as the label goes.
 * **NoSession**: the session is given up (key released with its value, session destroyed).
 
+Switchover (issue 12): `switchover_requested` moves the leader to Follower as any step-down
+does (leader file removed, demote hook, replica role); the hold-off starts at once, and only
+once Consul shows the replica role is the key handed over (hint written, key released), so the
+next leader never has to wait for our primary label to go.
+
 The role checks vouch for what Consul shows: while not leading, only once Consul shows the
 replica role (so a primary label on its way out is never vouched for); while leading, only
 when the lock was just confirmed ours.
@@ -46,6 +51,8 @@ class AcquireDriver(Protocol):
     def campaign(self, session: str, after: float = 0.0) -> None: ...
     def stand_down(self) -> None: ...
     def keep_value(self, session: str, observation: KeyObservation | None) -> None: ...
+    def hold_off(self, until: float) -> None: ...
+    def hand_over(self, session: str, target: str | None, hold_off: float) -> None: ...
 
 
 class WatchDriver(Protocol):
@@ -125,6 +132,7 @@ class RoleEffects:
         self.fencing_token: int | None = None
         self.leader_since: float | None = None
         self.published = False  # Consul shows the primary role (Leader only)
+        self._handover: tuple[str, str | None, float] | None = None  # once replica shows
 
     # -- bookkeeping effects --------------------------------------------------------------
 
@@ -145,6 +153,7 @@ class RoleEffects:
 
     def enter_no_session(self, t: Transition) -> None:
         self._valid_until, self._replica_shown, self.published = None, False, False
+        self._handover = None
         self._d.acquirer.stand_down()
         self._d.watcher.follow(None)
         self._d.publisher.publish(Role.REPLICA, None, None)
@@ -152,6 +161,7 @@ class RoleEffects:
 
     def enter_candidate(self, t: Transition) -> None:
         session = self._session(t)
+        self._handover = None
         self._valid_until = t.facts.valid_until or self._valid_until
         self._d.publisher.publish(Role.REPLICA, session, self._valid_until)
         self._d.watcher.follow(session)
@@ -162,9 +172,12 @@ class RoleEffects:
         self._d.acquirer.stand_down()
         self._d.publisher.publish(Role.REPLICA, session, self._valid_until)
         self._d.watcher.follow(session)
+        if t.event is Event.SWITCHOVER_REQUESTED:
+            self._start_switchover(t, session)
 
     def enter_leader(self, t: Transition) -> None:
         session = self._session(t)
+        self._handover = None
         self.fencing_token = t.facts.fencing_token
         self.leader_since = self._wall_clock()
         self.published, self._other_primary_deadline = False, None
@@ -223,8 +236,11 @@ class RoleEffects:
     def mark_published(self, t: Transition) -> None:
         if t.event is Event.PRIMARY_PUBLISHED:
             self.published = True
-        else:
-            self._replica_shown = True
+            return
+        self._replica_shown = True
+        if self._handover is not None:
+            self._d.acquirer.hand_over(*self._handover)
+            self._handover = None
 
     def await_other_primary(self, t: Transition) -> None:
         self._others = t.facts.others
@@ -251,6 +267,13 @@ class RoleEffects:
         self._d.publisher.evict_stale_primaries(t.facts.stale_primaries)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _start_switchover(self, t: Transition, session: str) -> None:
+        hold_off = t.facts.hold_off or 0.0
+        self._d.acquirer.hold_off(self._clock() + hold_off)
+        self._handover = (session, t.facts.target, hold_off)
+        log.warning("switchover: handing over once the replica role shows",
+                    extra={"to": t.facts.target or "", "hold_off": hold_off})
 
     def _renewed(self, t: Transition) -> None:
         self._valid_until = t.facts.valid_until

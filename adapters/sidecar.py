@@ -18,23 +18,30 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from consul_leader.adapters.config import PUBLISH_REGISTRATION, Config
+from consul_leader.adapters.config import MAX_HOLD_OFF_NS, PUBLISH_REGISTRATION, Config
 from consul_leader.adapters.consul.http import HttpConsul
 from consul_leader.adapters.consul.port import ConsulPort, SessionSpec
 from consul_leader.adapters.consul.transport import ConsulClient
 from consul_leader.adapters.controller import Controller
+from consul_leader.adapters.durations import SECOND
 from consul_leader.adapters.effects import Drivers, HubSettings, RoleEffects
 from consul_leader.adapters.election.acquirer import Acquirer, AcquirerSettings
-from consul_leader.adapters.election.key import LockHolder
+from consul_leader.adapters.election.key import LockHolder, hint_key
 from consul_leader.adapters.election.session import (
     FatalConfigError,
     KeeperSettings,
     SessionKeeper,
 )
+from consul_leader.adapters.election.switchover import Answer, Switchover, SwitchoverSettings
 from consul_leader.adapters.election.watcher import LockWatcher, WatcherSettings
 from consul_leader.adapters.hooks import HookRunner, LeaderFile
 from consul_leader.adapters.observability.metrics import Metrics
-from consul_leader.adapters.observability.status_server import StatusServer, StatusSnapshot
+from consul_leader.adapters.observability.status_server import (
+    StatusServer,
+    StatusSnapshot,
+    WritePaths,
+)
+from consul_leader.adapters.observability.write_auth import BearerGate, Denial
 from consul_leader.adapters.publishing.checks import ChecksSettings, HealthChecks
 from consul_leader.adapters.publishing.labels import Role
 from consul_leader.adapters.publishing.publisher import Publisher, PublisherSettings
@@ -79,13 +86,16 @@ class Sidecar:
             version=version,
             revision=revision,
         )
-        self.status_server = (StatusServer(config.listen, self.registry, self.snapshot)
+        self.gate = BearerGate(config.http_writes, config.http_token_file)
+        self.status_server = (StatusServer(config.listen, self.registry, self.snapshot,
+                                           WritePaths(self._authorize, self._switchover))
                               if config.listen else None)
         self.client = ConsulClient(config.consul, observer=self.metrics.consul_request,
                                    connect_timeout=timings.request_timeout)
         port: ConsulPort = HttpConsul(self.client)
         self.controller = Controller(heartbeat_period=timings.heartbeat_period,
                                      wedged_after=timings.wedged_after)
+        self.metrics.priority(config.priority)
         self._workers: list[Worker] = []
         self._started = False
         self._build_adapters(port)
@@ -118,15 +128,25 @@ class Sidecar:
             port, post, on_renewed=self.metrics.session_renewed,
             on_renew_failed=self.metrics.session_renew_failed)
         self.watcher = LockWatcher(WatcherSettings(config.kv_path, timings), port, post)
-        self.acquirer = Acquirer(AcquirerSettings(config.kv_path, holder, timings), port, post,
-                                 on_attempt=self.metrics.acquire_attempt)
+        instance = instance_name(config)
+        peers = (config.published_name or config.service_name) if owner is not None else None
+        self.acquirer = Acquirer(
+            AcquirerSettings(config.kv_path, holder, timings, priority=config.priority,
+                             instance=instance, peers=peers, hint_key=hint_key(config.kv_path)),
+            port, post, on_attempt=self.metrics.acquire_attempt)
+        self.switchover = Switchover(
+            SwitchoverSettings(instance=instance, peers=peers or config.service_name,
+                               timings=timings, default_hold_off=config.hold_off,
+                               max_hold_off=MAX_HOLD_OFF_NS / SECOND),
+            port, post, state=lambda: self.controller.state, on_result=self.metrics.switchover)
+        self.acquirer.on_released = self.switchover.released
         self.publisher = Publisher(
             PublisherSettings(service_ids=config.service_ids, alloc_id=config.alloc_id,
                               service_name=config.service_name,
                               primary_label=config.primary_label,
                               replica_label=config.replica_label, timings=timings,
                               owner=owner, published_name=config.published_name,
-                              role_check=config.health_check),
+                              role_check=config.health_check, priority=config.priority),
             port, post, on_write=self.metrics.tag_write, spawn_watch=self._watch_target,
             on_evicted=self.metrics.stale_primary_evicted)
         self.hooks = HookRunner(config.hook_timeout, on_result=self.metrics.hook_run)
@@ -137,6 +157,15 @@ class Sidecar:
         self._publisher_worker = self._worker("publisher", self.publisher.step)
         self.publisher.wake = self._publisher_worker.poke
         self.checks.wake = self._worker("check-passer", self.checks.step).poke
+
+    def _authorize(self, authorization: str) -> Denial | None:
+        denial = self.gate.check(authorization)
+        if denial is not None:
+            self.metrics.switchover("denied")
+        return denial
+
+    def _switchover(self, to: str | None, hold_off: str | None) -> Answer:
+        return self.switchover.request(to, hold_off)
 
     def _worker(self, name: str, step: Step) -> Worker:
         worker = Worker(name, step, restart_pause=self.timings.retry_cap)
@@ -164,6 +193,9 @@ class Sidecar:
             worker.start()
         log.info("started", extra={"consul": self.config.consul.base_url,
                                    "token_source": self.client.token_source})
+        if self.config.http_writes and self.config.http_token_file is None:
+            log.warning("HTTP write paths are on without CONSUL_LEADER_HTTP_TOKEN_FILE: anyone "
+                        "who reaches the listen address may ask for a switchover")
         if self.config.lock_delay < self.config.ttl:
             # Consul's view stays safe either way; this is about what sidecars believe.
             log.info("lock-delay is below the TTL: after a node is lost or cut off, its old "
@@ -226,6 +258,8 @@ class Sidecar:
             lease_remaining=self.keeper.lease_remaining(),
             loop_alive=self.controller.loop_alive(),
             published=self.effects.published if leading else False,
+            priority=self.config.priority,
+            excluded=self.acquirer.exclusion(),
         )
 
 

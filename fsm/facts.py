@@ -28,6 +28,9 @@ class Facts:
     # (stale_primary_seen, other_primary_wait_over): provably stale, so they may be evicted
     # from the catalog.
     stale_primaries: tuple[tuple[str, str], ...] = ()
+    # Switchover (issue 12).
+    hold_off: float | None = None  # seconds the old leader stays out (switchover_requested)
+    target: str | None = None  # the instance named to lead next, if any
 
     def with_session(self, session: str | None) -> "Facts":
         """These facts, about `session` (when they name none themselves)."""

@@ -16,7 +16,7 @@ class State(enum.StrEnum):
     """Where this sidecar stands. Only `LEADER` may carry the primary label."""
 
     NO_SESSION = "NoSession"  # no valid session: claims nothing, waits for a new session
-    FOLLOWER = "Follower"  # has a session; another session holds the lock
+    FOLLOWER = "Follower"  # has a session; another session holds the lock, or it may not lead now
     CANDIDATE = "Candidate"  # has a session; trying to acquire (or confirm) the lock
     LEADER = "Leader"  # holds the lock with its own session, within its local lease
 
@@ -48,5 +48,10 @@ class Event(enum.StrEnum):
     OTHER_PRIMARY_SEEN = "other_primary_seen"  # another instance is still a passing primary
     OTHER_PRIMARY_WAIT_OVER = "other_primary_wait_over"  # ...and still is at the bound
     STALE_PRIMARY_SEEN = "stale_primary_seen"  # ...and Consul no longer has its session
+    # Switchover and priorities (issue 12).
+    SWITCHOVER_REQUESTED = "switchover_requested"  # an operator asked the leader to hand over
+    LEAD_EXCLUDED = "lead_excluded"  # may not lead now: priority 0, hold-off, a hint for another
+    HOLD_OFF_OVER = "hold_off_over"  # the hold-off (or the hint it waited out) is over
+    HIGHER_PRIORITY_SEEN = "higher_priority_seen"  # healthy peers of higher priority may go first
     # The process.
     SHUTDOWN = "shutdown"  # SIGTERM/SIGINT, or Consul refused our configuration

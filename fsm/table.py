@@ -99,6 +99,18 @@ _stay(Event.OTHER_PRIMARY_WAIT_OVER, [LE], PUBLISH_OVER_OTHER_PRIMARY)
 # Its session is gone, yet Consul lists it (a revoked token cannot sync its checks): it leads
 # nothing, so no need to wait for the bound; once it is unlisted ours goes on as usual.
 _stay(Event.STALE_PRIMARY_SEEN, [LE], EVICT_STALE_PRIMARIES)
+# Switchover and priorities (issue 12). The leader hands over only when asked: it publishes
+# replica, then gives the key back and holds off (enter_follower); a candidate that may not lead
+# now (priority 0, its hold-off, a fresh hint naming another instance) follows until the hold-off
+# is over; one that sees healthy peers of higher priority tries again after a bounded delay.
+_move(Event.SWITCHOVER_REQUESTED, [LE], FO)
+_move(Event.LEAD_EXCLUDED, [CA], FO)
+_stay(Event.LEAD_EXCLUDED, [NS, FO, LE])  # moot: not campaigning any more
+_move(Event.HOLD_OFF_OVER, [FO], CA)
+_stay(Event.HOLD_OFF_OVER, [CA], RETRY_ACQUIRE)
+_stay(Event.HOLD_OFF_OVER, [NS, LE])
+_stay(Event.HIGHER_PRIORITY_SEEN, [CA], RETRY_ACQUIRE)
+_stay(Event.HIGHER_PRIORITY_SEEN, [NS, FO, LE])  # the delay is moot once not a candidate
 # The process.
 _move(Event.SHUTDOWN, list(State), NS, before=BEGIN_STOPPING)
 

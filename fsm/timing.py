@@ -211,6 +211,16 @@ class Timings:
         """A clean shutdown fits inside Nomad's kill timeout."""
         return NOMAD_KILL_TIMEOUT * _SHUTDOWN_SHARE
 
+    # -- priorities (issue 12) --------------------------------------------------------------
+
+    def priority_delay(self, higher: int) -> float:
+        """How long a candidate waits before `?acquire` when `higher` healthy peers of higher
+        priority are listed: a tenth of the TTL per peer (time for each to see the free key and
+        take it, on a busy host), never more than half the TTL in all."""
+        if higher < 0:
+            raise ValueError(f"higher must be >= 0, got {higher}")
+        return min(self.ttl / 2, higher * self.ttl / 10)
+
     @property
     def session_dead_after(self) -> float:
         """Consul invalidates a session at most 2 x TTL after its last renew (§1.4)."""

@@ -125,10 +125,22 @@ EVENT_MEANINGS: dict[Event, str] = {
         "another passing primary's session is gone (seen after a grace of TTL/10): it leads "
         "nothing"
     ),
+    # Switchover and priorities (issue 12).
+    Event.SWITCHOVER_REQUESTED: (
+        "`POST /switchover` was accepted: publish replica, then hand the key over and hold off"
+    ),
+    Event.LEAD_EXCLUDED: (
+        "may not lead now: priority 0, its own hold-off, or a fresh hint naming another instance"
+    ),
+    Event.HOLD_OFF_OVER: "the hold-off (or the switchover hint it waited out) is over",
+    Event.HIGHER_PRIORITY_SEEN: (
+        "healthy peers of higher priority are listed: `?acquire` after a bounded delay"
+    ),
     Event.SHUTDOWN: "SIGTERM or SIGINT (or Consul refused our configuration): leave cleanly",
 }
 REACTION_MEANINGS: dict[str, str] = {
-    "retry_acquire": "try `?acquire` again (after the lock-delay wait, for `lock_delayed`)",
+    "retry_acquire": "try `?acquire` again (after the lock-delay wait, for `lock_delayed`, or "
+                     "the priority delay, for `higher_priority_seen`)",
     "vouch_replica": (
         "pass the lease check, and the role checks once Consul shows the replica role"
     ),

@@ -118,7 +118,7 @@ class HealthEntry:
     node: str
     tags: tuple[str, ...]
     statuses: tuple[str, ...]
-    meta: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, str] = field(default_factory=dict)  # the instance's Meta (issue 12)
 
     @property
     def passing(self) -> bool:

@@ -53,3 +53,43 @@ def describe(observation: KeyObservation) -> str:
     if observation.session is None:
         return "lock key has no holder"
     return f"lock key held by {observation.session}"
+
+
+# -- the switchover hint (issue 12) -------------------------------------------------------------
+
+HINT_SUFFIX = ".switchover"
+
+
+def hint_key(kv_path: str) -> str:
+    """The hint's key: beside the lock key, inside the same ACL prefix."""
+    return kv_path + HINT_SUFFIX
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What a leader that hands over leaves for the candidates, written before it releases.
+
+    It applies only while nobody has acquired the lock since (the key's LockIndex is still
+    `lock_index`: an acquire raises it, a release keeps it) and for `hold_off` seconds from when
+    each reader first saw it, on the reader's own clock: no two clocks are ever compared.
+    """
+
+    source: str  # the instance that handed over (it holds off)
+    target: str | None  # the only instance that may take the lock, if named
+    hold_off: float
+    lock_index: int
+
+    def encode(self) -> bytes:
+        return json.dumps({"from": self.source, "to": self.target, "hold_off": self.hold_off,
+                           "lock_index": self.lock_index}, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, value: bytes | None) -> Hint | None:
+        """None for anything that is not a hint (a reader never fails on it)."""
+        try:
+            raw = json.loads(value or b"")
+            hint = cls(str(raw["from"]), None if raw["to"] is None else str(raw["to"]),
+                       float(raw["hold_off"]), int(raw["lock_index"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+        return hint if hint.hold_off >= 0 else None

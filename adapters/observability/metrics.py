@@ -48,6 +48,10 @@ ACQUIRE_RESULTS: Final = ("acquired", "held", "lock_delay", "invalid_session", "
 TAG_WRITE_RESULTS: Final = ("ok", "error", "denied", "conflict")
 HOOK_NAMES: Final = ("promote", "demote")
 HOOK_RESULTS: Final = ("ok", "failed", "timeout")
+# POST /switchover (issue 12): released (200), initiated (202: release still under way),
+# refused (404/409/503: not the leader, no candidate, unknown or unfit target), invalid (400),
+# denied (401/403/503 from the write gate), error (Consul could not be asked).
+SWITCHOVER_RESULTS: Final = ("released", "initiated", "refused", "invalid", "denied", "error")
 
 PREFIX: Final = "consul_leader"
 TRANSPORT_ERROR_CODE: Final = "error"
@@ -106,6 +110,7 @@ class Metrics:
         self._register_side_effect_metrics(registry)
         self._register_eviction_metrics(registry)
         self._register_build_info(registry, version, revision)
+        self._register_switchover_metrics(registry)
         if process_collectors:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -199,6 +204,16 @@ class Metrics:
         build.info({"version": version, "revision": revision,
                     "python_version": platform.python_version()})
 
+    def _register_switchover_metrics(self, registry: CollectorRegistry) -> None:
+        self._switchovers = Counter(f"{PREFIX}_switchovers",
+                                    "Switchover requests to this sidecar, by result.",
+                                    ["result"], registry=registry)
+        for result in SWITCHOVER_RESULTS:
+            self._switchovers.labels(result)
+        self._priority = Gauge(f"{PREFIX}_priority",
+                               "CONSUL_LEADER_PRIORITY of this sidecar (0: never leads).",
+                               registry=registry)
+
     def _preinitialize(self, states: Sequence[str], transitions: Iterable[tuple[str, str, str]],
                        events: Sequence[str]) -> None:
         # Touching .labels() creates the child at 0, so rate() and absence checks see it.
@@ -276,6 +291,13 @@ class Metrics:
         _require(hook, HOOK_NAMES, "hook")
         _require(result, HOOK_RESULTS, "hook result")
         self._hook_runs.labels(hook, result).inc()
+
+    def switchover(self, result: str) -> None:
+        _require(result, SWITCHOVER_RESULTS, "switchover result")
+        self._switchovers.labels(result).inc()
+
+    def priority(self, value: int) -> None:
+        self._priority.set(value)
 
     def _show_state(self, state: str) -> None:
         self._state.set(state)

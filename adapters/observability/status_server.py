@@ -15,6 +15,12 @@ Routes (GET and HEAD; other methods on them answer 405, unknown paths 404):
 - ``/status``   JSON view of the sidecar's state, with ``live`` and ``ready`` (and ``healthy``,
   the same as ``live``, for existing readers).
 
+Write paths (POST only; other methods answer 405), issue 12:
+- ``/switchover[?to=<instance>][&hold_off=5s]``  hand leadership over (adapters/election/
+  switchover.py): JSON on success, else one line. Each write request is first let through, or
+  not, by ``WritePaths.authorize`` (adapters/observability/write_auth.py: off unless enabled,
+  bearer token when configured); a refusal is one line and is logged without the token.
+
 Listening: the socket is bound in the constructor, so a busy or unusable address fails
 (``ListenError``) before anything else starts. Host ``""`` (``ALL_INTERFACES``) means every
 interface: one dual-stack IPv6 socket (``IPV6_V6ONLY=0``) that takes IPv4 connections too, or an
@@ -50,7 +56,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -70,6 +76,7 @@ NO_SESSION: Final = "NoSession"
 TEXT: Final = "text/plain; charset=utf-8"
 JSON: Final = "application/json"
 ALLOWED_METHODS: Final = "GET, HEAD"
+WRITE_METHOD: Final = "POST"
 
 # Long enough for any scrape on loopback or a LAN, short enough that a silent client cannot
 # pin a thread for long.
@@ -96,6 +103,9 @@ class StatusSnapshot:
     lease_remaining: float | None  # seconds until the local lease deadline; None if no lease
     loop_alive: bool  # control loop heartbeat is fresh
     published: bool = True  # Consul shows the primary label on every target (when Leader)
+    # Switchover and priorities (issue 12).
+    priority: int | None = None
+    excluded: dict[str, Any] | None = None  # what keeps it out of the race now (hold-off...)
 
     def lease_valid(self) -> bool:
         return self.lease_remaining is not None and self.lease_remaining > 0
@@ -138,6 +148,8 @@ class StatusSnapshot:
             "live": self.live()[0],
             "ready": self.ready()[0],
             "healthy": self.live()[0],  # the /healthz answer, kept for existing readers
+            "priority": self.priority,
+            "excluded": self.excluded,
         }
 
     def _lease_problem(self) -> str:
@@ -159,6 +171,34 @@ class Request:
     path: str  # may carry a query string
     accept: str
     accept_encoding: str
+    authorization: str = ""  # never logged
+    client: str = ""
+
+
+class WriteRefusal(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+
+
+class WriteAnswer(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def document(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class WritePaths:
+    """The write routes' handlers (issue 12), injected by the composition root."""
+
+    authorize: Callable[[str], WriteRefusal | None]  # the Authorization header -> refusal
+    switchover: Callable[[str | None, str | None], WriteAnswer]  # (to, hold_off)
 
 
 def _text(status: HTTPStatus, message: str, *extra_headers: tuple[str, str]) -> Response:
@@ -178,9 +218,11 @@ class Routes:
     """Turns a request into a response; no sockets, so it is the part worth testing in depth."""
 
     def __init__(self, registry: CollectorRegistry,
-                 snapshot: Callable[[], StatusSnapshot]) -> None:
+                 snapshot: Callable[[], StatusSnapshot],
+                 writes: WritePaths | None = None) -> None:
         self._registry = registry
         self._snapshot = snapshot
+        self._writes = writes
         self._status_routes: dict[str, Callable[[StatusSnapshot], Response]] = {
             "/livez": self._livez,
             "/readyz": self._readyz,
@@ -192,6 +234,8 @@ class Routes:
 
     def respond(self, request: Request) -> Response:
         url = urlsplit(request.path)
+        if url.path == "/switchover":
+            return self._write(request, url.query)
         if url.path != "/metrics" and url.path not in self._status_routes:
             return _text(HTTPStatus.NOT_FOUND, "not found")
         if request.method not in ("GET", "HEAD"):
@@ -204,6 +248,28 @@ class Routes:
         except Exception:
             log.exception("status endpoint %s failed", url.path)
             return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _write(self, request: Request, query: str) -> Response:
+        if request.method != WRITE_METHOD:
+            return _text(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed",
+                         ("Allow", WRITE_METHOD))
+        if self._writes is None:
+            return _text(HTTPStatus.FORBIDDEN, "write paths are disabled")
+        try:
+            refusal = self._writes.authorize(request.authorization)
+            if refusal is not None:
+                log.warning("write request refused", extra={
+                    "path": "/switchover", "status": refusal.status, "client": request.client,
+                    "reason": refusal.message})
+                return _text(HTTPStatus(refusal.status), refusal.message, *refusal.headers)
+            params = {name: values[-1] for name, values in parse_qs(query).items()}
+            answer = self._writes.switchover(params.get("to"), params.get("hold_off"))
+        except Exception:
+            log.exception("write endpoint /switchover failed")
+            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+        if answer.document is not None:
+            return _json(HTTPStatus(answer.status), answer.document)
+        return _text(HTTPStatus(answer.status), answer.message)
 
     def _metrics(self, request: Request, query: str) -> Response:
         encoder, content_type = choose_encoder(request.accept)
@@ -258,7 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, send_body: bool) -> None:
         request = Request(self.command, self.path, self.headers.get("Accept", ""),
-                          self.headers.get("Accept-Encoding", ""))
+                          self.headers.get("Accept-Encoding", ""),
+                          self.headers.get("Authorization", ""),
+                          str(self.client_address[0]) if self.client_address else "")
         response = self.server.routes.respond(request)
         self.send_response(response.status)
         for name, value in response.headers:
@@ -380,8 +448,9 @@ class StatusServer:
     """
 
     def __init__(self, listen: tuple[str, int], registry: CollectorRegistry,
-                 snapshot: Callable[[], StatusSnapshot]) -> None:
-        self._httpd = _bind(listen, Routes(registry, snapshot))
+                 snapshot: Callable[[], StatusSnapshot],
+                 writes: WritePaths | None = None) -> None:
+        self._httpd = _bind(listen, Routes(registry, snapshot, writes))
         self._thread: threading.Thread | None = None
         self._stopped = False
 

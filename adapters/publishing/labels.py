@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consul_leader.adapters.consul.port import AgentService, HealthEntry
+from consul_leader.adapters.peers import META_INSTANCE, META_PRIORITY
 
 # Fields of /v1/agent/services output that a registration body accepts under another name
 # or as is (§4.1 vs §4.3). Everything else (ContentHash, Datacenter, indexes) is refused.
@@ -101,6 +102,7 @@ class Owned:
     alloc_id: str | None
     fencing_token: int | None
     role_ttl: str | None  # None: no role check (CONSUL_LEADER_HEALTH_CHECK=false)
+    priority: int | None = None  # CONSUL_LEADER_PRIORITY, published with the instance name
 
     def tags(self, target: AgentService) -> list[str]:
         primary, replica = self.labels
@@ -114,6 +116,9 @@ class Owned:
             meta[META_SESSION] = self.session
         if self.role is Role.PRIMARY and self.fencing_token is not None:
             meta[META_FENCING_TOKEN] = str(self.fencing_token)
+        if self.priority is not None:
+            meta[META_INSTANCE] = self.owner
+            meta[META_PRIORITY] = str(self.priority)
         return meta
 
     def registration(self, target: AgentService) -> dict[str, Any]:

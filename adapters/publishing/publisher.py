@@ -72,6 +72,7 @@ class PublisherSettings:
     owner: str | None = None
     published_name: str | None = None  # the name of our instances (else the target's)
     role_check: bool = True  # our instances carry the role TTL check (health checks on)
+    priority: int | None = None  # published in our instances' Meta for peers (issue 12)
 
 
 class _Outcome(enum.Enum):
@@ -387,7 +388,7 @@ class Publisher:
                      session=request.session, alloc_id=settings.alloc_id,
                      fencing_token=request.fencing_token,
                      role_ttl=format_duration(self._timings.role_check_ttl)
-                     if settings.role_check else None)
+                     if settings.role_check else None, priority=settings.priority)
 
     def _written(self, target: str, name: str, listed_as: str, request: _Request,
                  tags: list[str]) -> _Outcome:

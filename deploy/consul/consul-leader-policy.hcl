@@ -19,6 +19,8 @@
 
 # The lock: PUT /v1/kv/consul-leader/postgres/lock?acquire=<session> and ?release=<session>,
 # and GET of the same key (blocking on X-Consul-Index, and ?consistent before acting on it).
+# The switchover hint beside it, consul-leader/postgres/lock.switchover: written (PUT) by a
+# leader handing over, read (GET) by the candidates before they acquire (issue 12).
 # Scoped to this service's folder: the token cannot touch another service's lock.
 key_prefix "consul-leader/postgres/" {
   policy = "write"

@@ -188,6 +188,30 @@ job "postgres" {
         CONSUL_LEADER_LOCKDELAY = "5s"
 
         CONSUL_LEADER_LOG_LEVEL = "info"
+
+        # Switchover (POST /switchover on the leader's port "leader", or
+        #   consul-leader switchover --addr <leader's address> --token-file <file> [--to <alloc>]
+        # from inside a task): on, and only with the bearer token the template below writes.
+        CONSUL_LEADER_HTTP_WRITES     = "on"
+        CONSUL_LEADER_HTTP_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/http_token"
+
+        # All three are equally eligible. To prefer some instances, or keep one from ever
+        # leading (0: an instance in a DR site that only follows), give them their own group
+        # or job with another value, e.g. from client metadata: "${meta.consul_leader_priority}".
+        CONSUL_LEADER_PRIORITY = "1"
+      }
+
+      # The switchover bearer token, from the Nomad variable nomad/jobs/postgres (key
+      # "switchover_token"). The sidecar reads the file again when it changes, so a new token
+      # applies without a restart; an empty file (key missing) stops the sidecar at start
+      # with an error naming CONSUL_LEADER_HTTP_TOKEN_FILE.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/http_token"
+        perms       = "0400"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/postgres" }}{{ .switchover_token }}{{ end }}
+        EOT
       }
 
       # Lets Prometheus find every sidecar with consul_sd_configs (services: the name

@@ -22,7 +22,8 @@ ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
 PACKAGE = "consul_leader.adapters."
 
 # Anyone may import these.
-SHARED = {"consul.port", "consul.errors", "controller", "config", "durations", "threads"}
+SHARED = {"consul.port", "consul.errors", "controller", "config", "durations", "threads",
+          "peers"}
 # Pure helpers, importable within their own package.
 HELPERS = {"election.key": "election", "publishing.labels": "publishing"}
 # What else a module may import, beyond SHARED and its package's HELPERS.

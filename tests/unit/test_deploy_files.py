@@ -495,6 +495,7 @@ def runtime_env(job: SidecarJob, tmp_path: Path) -> dict[str, str]:
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "consul_token").write_text("00000000-0000-0000-0000-00000000abcd\n")
+    (secrets / "http_token").write_text("switchover-bearer-token\n")  # the job's template
     values = {
         "attr.unique.network.ip-address": "192.0.2.10",  # TEST-NET-1: parsed, never contacted
         "NOMAD_SECRETS_DIR": str(secrets),
