@@ -31,7 +31,7 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from urllib.parse import quote, urlsplit
 
@@ -133,6 +133,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_NODE", "(the local agent's node)",
              "Consul node for the session; with health checks on, it must be the local "
              "agent's node (checked with /v1/agent/self; another node exits 2)."),
+    # Issue 12: health-aware leadership.
+    Variable("CONSUL_LEADER_HEALTH_GATE", "false",
+             "true: lead only while the application is healthy. The session is also bound to "
+             "the alias check on each published instance, and the sidecar watches the "
+             "targets' checks (node and service maintenance included): a leader whose "
+             "application goes critical releases the key, a critical instance takes no "
+             "session until it is healthy again. Needs CONSUL_LEADER_PUBLISH=registration "
+             "and CONSUL_LEADER_HEALTH_CHECK=true."),
     Variable("CONSUL_HTTP_ADDR", DEFAULT_CONSUL_ADDRESS,
              "Consul agent: host:port, http://host:port[/prefix], https://host:port[/prefix] "
              "or unix:///path/to/socket."),
@@ -213,6 +221,8 @@ class Config:
     watch_wait: float
     session_name: str
     node_name: str | None
+    # Issue 12: health-aware leadership (off unless asked for: see the README for why).
+    health_gate: bool = False
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
@@ -260,6 +270,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         session_name=service_name,
         node_name=env.get("CONSUL_LEADER_NODE"),
     )
+    config = replace(config, health_gate=_read_health_gate(env, config))
     if env.errors:
         raise ConfigError(env.errors)
     return config
@@ -720,6 +731,20 @@ def _read_published_name(env: _EnvReader, publish: str) -> str | None:
                  f"only with CONSUL_LEADER_PUBLISH={PUBLISH_REGISTRATION} (labels go on the "
                  "target service itself, under its own name)")
     return name
+
+
+def _read_health_gate(env: _EnvReader, config: Config) -> bool:
+    """The gate binds the session to the alias check of our own instances: there are none in
+    the labels mode, and without health checks the session binds to no check at all."""
+    name = "CONSUL_LEADER_HEALTH_GATE"
+    gate = env.boolean(name, False)
+    if gate and config.publish != PUBLISH_REGISTRATION:
+        env.fail(name, env.get(name), f"only with CONSUL_LEADER_PUBLISH={PUBLISH_REGISTRATION} "
+                 "(in the labels mode there is no alias check of ours to bind the session to)")
+    elif gate and not config.health_check:
+        env.fail(name, env.get(name), "needs CONSUL_LEADER_HEALTH_CHECK=true (without it the "
+                 "session is bound to no check)")
+    return gate
 
 
 def _read_listen(env: _EnvReader) -> tuple[str, int] | None:

@@ -115,6 +115,9 @@ class Effects(Protocol):
     def publish_over_other_primary(self, t: Transition) -> None:
         """The bounded wait is over and it still looks primary: publish ours anyway."""
 
+    def await_healthy(self, t: Transition) -> None:
+        """Without a session, the application is critical: create none until it is healthy."""
+
 
 @dataclass
 class _Outcome:

@@ -49,3 +49,6 @@ class Event(enum.StrEnum):
     OTHER_PRIMARY_WAIT_OVER = "other_primary_wait_over"  # ...and still is at the bound
     # The process.
     SHUTDOWN = "shutdown"  # SIGTERM/SIGINT, or Consul refused our configuration
+    # The health gate (CONSUL_LEADER_HEALTH_GATE).
+    APPLICATION_CRITICAL = "application_critical"  # a target (or its node) is critical
+    APPLICATION_HEALTHY = "application_healthy"  # every target is healthy (again)

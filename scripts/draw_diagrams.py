@@ -122,6 +122,12 @@ EVENT_MEANINGS: dict[Event, str] = {
         "it still is when the bounded wait ends (the old role check's TTL plus a margin)"
     ),
     Event.SHUTDOWN: "SIGTERM or SIGINT (or Consul refused our configuration): leave cleanly",
+    # The health gate (CONSUL_LEADER_HEALTH_GATE).
+    Event.APPLICATION_CRITICAL: (
+        "a target's checks, or its node or service maintenance, are critical (or session "
+        "create was refused because its alias check is): leave the election"
+    ),
+    Event.APPLICATION_HEALTHY: "every target is healthy (again): compete like a newcomer",
 }
 REACTION_MEANINGS: dict[str, str] = {
     "retry_acquire": "try `?acquire` again (after the lock-delay wait, for `lock_delayed`)",
@@ -138,6 +144,7 @@ REACTION_MEANINGS: dict[str, str] = {
     "publish_over_other_primary": (
         "publish the primary role anyway, count it, log an error naming the other instance"
     ),
+    "await_healthy": "create no session until the health gate reports the application healthy",
 }
 STATE_EFFECTS: dict[State, str] = {
     State.LEADER: (

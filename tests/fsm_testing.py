@@ -110,6 +110,9 @@ class RecordingEffects:
     def publish_over_other_primary(self, t: Transition) -> None:
         self._record("publish_over_other_primary", t)
 
+    def await_healthy(self, t: Transition) -> None:
+        self._record("await_healthy", t)
+
     def _record(self, name: str, payload: Transition | Refusal) -> None:
         if self._allowed is not None and name not in self._allowed:
             raise UnexpectedEffect(f"unexpected effect {name}({payload})")

@@ -96,6 +96,9 @@ class StatusSnapshot:
     lease_remaining: float | None  # seconds until the local lease deadline; None if no lease
     loop_alive: bool  # control loop heartbeat is fresh
     published: bool = True  # Consul shows the primary label on every target (when Leader)
+    # Issue 12: the health gate: off, waiting, healthy or critical, and why it is critical.
+    health_gate: str = "off"
+    health_gate_reason: str = ""
 
     def lease_valid(self) -> bool:
         return self.lease_remaining is not None and self.lease_remaining > 0
@@ -138,6 +141,8 @@ class StatusSnapshot:
             "live": self.live()[0],
             "ready": self.ready()[0],
             "healthy": self.live()[0],  # the /healthz answer, kept for existing readers
+            "health_gate": self.health_gate,
+            "health_gate_reason": self.health_gate_reason,
         }
 
     def _lease_problem(self) -> str:

@@ -232,7 +232,7 @@ def test_status_reports_every_field(sidecar: Sidecar) -> None:
         "state": "Leader", "since": 1_700_000_000.0, "session": "sess-1",
         "key": "consul-leader/db/lock", "fencing_token": 12, "last_renew_age": 2.0,
         "lease_remaining": 13.0, "holder": "sess-1", "published": True, "live": True,
-        "ready": True, "healthy": True,
+        "ready": True, "healthy": True, "health_gate": "off", "health_gate_reason": "",
     }
 
 
