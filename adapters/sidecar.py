@@ -142,7 +142,8 @@ class Sidecar:
         self.checks.wake = self._worker("check-passer", self.checks.step).poke
 
     def _build_gate(self, port: ConsulPort) -> HealthGate:
-        gate = HealthGate(GateSettings(self.timings), port, self.controller.post,
+        gate = HealthGate(GateSettings(self.timings, alias_check_prefix=ALIAS_CHECK_PREFIX),
+                          port, self.controller.post,
                           spawn_watch=self._watch_health)
         gate.wake = self._worker("health-gate", gate.step).poke
         return gate

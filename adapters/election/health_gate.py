@@ -9,7 +9,8 @@ notifies no alias, addendum §14.4), and because a candidate refused a session m
 to try again without polling session/create.
 
 It watches `/v1/health/service/<target name>` with blocking queries (the entries carry node
-checks too), one watch per name, and reports its verdict as an event when it changes:
+checks too, and our own instance with its alias check when it has the target's name), one
+watch per name, and reports its verdict as an event when it changes:
 `application_critical` or `application_healthy`. It decides nothing. When the machine asks
 (`recheck`: Consul refused a session on the alias check), it reports a healthy verdict once
 more, after a backoff that grows to the retry cap, since the alias may catch up later.
@@ -35,6 +36,9 @@ log = logging.getLogger("consul_leader.health_gate")
 @dataclass(frozen=True)
 class GateSettings:
     timings: Timings
+    # Our alias check on a target is `<prefix><target ID>`: listed critical (it may lag the
+    # target's checks), it keeps the verdict critical, since Consul refuses a session on it.
+    alias_check_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,12 @@ class Verdict:
         return not self.critical
 
 
-def verdict_of(read: HealthRead, target: str) -> Verdict:
+def verdict_of(read: HealthRead, target: str, alias_check: str = "") -> Verdict:
     """The target's instance in a health answer: critical if any of its checks is, or if it
-    is not listed (deregistered, or hidden by ACLs: the gate fails closed)."""
+    is not listed (deregistered, or hidden by ACLs: the gate fails closed). Our `alias_check`
+    on it, when the answer lists it critical, keeps it critical: Consul's alias sees node
+    checks only at its next notification or refresh (up to a minute after node maintenance
+    ended), and until then it refuses a session bound to it."""
     entry = next((e for e in read.entries if e.service_id == target), None)
     if entry is None:
         hidden = " (the answer was filtered by ACLs)" if read.filtered else ""
@@ -59,6 +66,9 @@ def verdict_of(read: HealthRead, target: str) -> Verdict:
     failing = entry.critical_checks
     if failing:
         return Verdict(f"{target}: {', '.join(failing)} critical", failing[0])
+    if alias_check and any(alias_check in e.critical_checks for e in read.entries):
+        return Verdict(f"{alias_check} still critical (Consul re-evaluates it later)",
+                       alias_check)
     return Verdict()
 
 
@@ -70,6 +80,7 @@ class HealthGate:
                  clock: Callable[[], float] = time.monotonic,
                  spawn_watch: Callable[[str], None] = lambda name: None) -> None:
         self._timings = settings.timings
+        self._alias_prefix = settings.alias_check_prefix
         self._port = port
         self._post = post
         self._clock = clock
@@ -181,7 +192,8 @@ class HealthGate:
             self._indexes[name] = 0 if read.index is None or read.index < last else read.index
             for target in self._targets:
                 if self._names.get(target) == name:
-                    self._verdicts[target] = verdict_of(read, target)
+                    alias = f"{self._alias_prefix}{target}" if self._alias_prefix else ""
+                    self._verdicts[target] = verdict_of(read, target, alias)
 
     # -- reporting ------------------------------------------------------------------------
 

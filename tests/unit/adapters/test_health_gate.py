@@ -163,3 +163,26 @@ def test_every_target_must_be_healthy() -> None:
     g.watch_step("db-metrics")
     assert posts.events() == [Event.APPLICATION_CRITICAL]
     assert posts.last().reason == f"{other}: svc critical"
+
+
+def test_our_alias_check_listed_critical_keeps_the_verdict_critical() -> None:
+    """After node maintenance ends the target passes, but Consul's alias (which refuses the
+    session) re-evaluates only later: wait for it on the watch instead of retrying."""
+    clock = FakeClock()
+    port, posts = StrictPort(clock), Posts()
+    g = HealthGate(GateSettings(TIMINGS, alias_check_prefix="consul-leader:alias:"), port,
+                   posts, clock=clock)
+    port.expect("agent_service", ServiceRead(AgentService(TARGET, NAME), "h1"))
+    g.set_targets([TARGET])
+    g.step()
+    ours = instance(("consul-leader:alias:" + TARGET, "critical"), ("role", "critical"),
+                    service_id="consul-leader-a1-" + TARGET)
+    port.expect("health_service", read(HEALTHY, ours))
+    g.watch_step(NAME)
+    assert posts.events() == [Event.APPLICATION_CRITICAL]
+    assert posts.last().facts.check_id == "consul-leader:alias:" + TARGET
+    ours_passing = instance(("consul-leader:alias:" + TARGET, "passing"), ("role", "critical"),
+                            service_id="consul-leader-a1-" + TARGET)
+    port.expect("health_service", read(HEALTHY, ours_passing, index=9))
+    g.watch_step(NAME)
+    assert posts.events() == [Event.APPLICATION_CRITICAL, Event.APPLICATION_HEALTHY]
