@@ -11,6 +11,8 @@ state publishes:
 * **Any other state**: the replica role (the replica label when one is set), no leader file;
   leaving Leader removes the leader file and runs the demote hook as the label goes.
 * **NoSession**: the session is given up (key released with its value, session destroyed).
+  With the health gate on, no new session is prepared or created while the application is
+  not known healthy (`application_critical` until `application_healthy`).
 
 The role checks vouch for what Consul shows: while not leading, only once Consul shows the
 replica role (so a primary label on its way out is never vouched for); while leading, only

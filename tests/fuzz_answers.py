@@ -172,7 +172,8 @@ class FuzzedConsul:
         return {"Node": {"Node": "n1"},
                 "Service": {"ID": service_id, "Tags": rng.sample(["primary", "v1"],
                                                                  rng.randint(0, 2))},
-                "Checks": [{"Status": rng.choice(["passing", "critical", "warning"])}]}
+                "Checks": [{"CheckID": rng.choice(["serfHealth", "_node_maintenance", "app"]),
+                            "Status": rng.choice(["passing", "critical", "warning"])}]}
 
     def _corrupt(self, value: Any, whole: bool = True) -> Any:
         rng = self.rng

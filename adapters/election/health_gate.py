@@ -203,6 +203,7 @@ class HealthGate:
         with self._lock:
             verdicts = [self._verdicts.get(target) for target in self._targets]
             if not verdicts or any(v is None for v in verdicts):
+                self._recheck_at = None  # the first verdict is reported when it comes
                 return
             failing = [v for v in verdicts if v is not None and not v.healthy]
             healthy = not failing

@@ -186,3 +186,14 @@ def test_our_alias_check_listed_critical_keeps_the_verdict_critical() -> None:
     port.expect("health_service", read(HEALTHY, ours_passing, index=9))
     g.watch_step(NAME)
     assert posts.events() == [Event.APPLICATION_CRITICAL, Event.APPLICATION_HEALTHY]
+
+
+def test_a_recheck_before_any_verdict_does_not_spin() -> None:
+    """Found by the fuzzer: a recheck due with no verdict yet kept the step due at once."""
+    g, port, posts, clock = watching()
+    g.recheck()
+    clock.advance(TIMINGS.retry_cap)
+    assert g.step() is None  # nothing due: the first verdict is reported when it comes
+    port.expect("health_service", read(HEALTHY))
+    g.watch_step(NAME)
+    assert posts.events() == [Event.APPLICATION_HEALTHY]
