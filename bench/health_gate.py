@@ -187,7 +187,7 @@ def say(line: str) -> None:
 
 def summary_line(what: str, samples: list[float]) -> str:
     s = Summary.of(samples)
-    return (f"{what:<48} p50 {s.median:.3f}  p95 {s.p95:.3f}  max {s.max:.3f}  "
+    return (f"{what:<56} p50 {s.median:.3f}  p95 {s.p95:.3f}  max {s.max:.3f}  "
             f"(n={s.n})")
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from bench.health_gate import ALIAS_REFRESH, FAULTS, GATED, hold, one_run
 from tests.consul_double import ConsulDouble
-from tests.harness import Group, HealthObserver, wait_for
+from tests.harness import Group, HealthObserver, request_count, wait_for
 from tests.integration.conftest import SLEEP, TTL
 
 pytestmark = pytest.mark.slow
@@ -32,6 +32,8 @@ def consul() -> Iterator[ConsulDouble]:
     with ConsulDouble(nodes=("n1", "n2", "n3"), session_ttl_min=1.0, rpc_hold_timeout=0.5,
                       alias_refresh_interval=ALIAS_REFRESH) as double:
         yield double
+
+
 # The bounds (check critical -> new primary within 1 s; node maintenance within 1 s),
 # with room for this loaded machine; the benchmark reports the real figures.
 SLACK = 2.0
@@ -60,18 +62,14 @@ def test_an_instance_critical_from_the_start_never_takes_a_session(
     wait_for(lambda: all(s.status()["state"] == "NoSession" for s in group.sidecars), 4 * TTL,
              "every instance out of the election")
     creates = len(group.consul.events(kind="session_created"))
-    before = request_total(group)
+    before = request_count(group.consul)
     wait_for(lambda: group.passing_primaries() == [], 2.0, "no passing primary")
     # A window of 2 x TTL without a session: the refused creates are backed off, not looped.
     hold(lambda: all(s.status()["state"] == "NoSession" for s in group.sidecars), 2 * TTL,
          "every instance stays out of the election", group)
     assert len(group.consul.events(kind="session_created")) == creates
-    assert request_total(group) - before < 200, "a hot loop on Consul"
+    assert request_count(group.consul) - before < 200, "a hot loop on Consul"
     others = [s for s in group.sidecars if s is not leader]
     others[0].allocation.set_health("healthy")  # type: ignore[attr-defined]
     assert group.wait_single_primary(4 * TTL) is others[0]
-
-
-def request_total(group: Group) -> int:
-    return int(group.consul.stats()["total"])
 
