@@ -201,8 +201,10 @@ job "postgres" {
 
         # Health-aware leadership (opt-in): lead only while the postgres check above (and the
         # node's and the service's maintenance mode) pass. `consul maint -enable` on a node
-        # moves leadership off it within a second. Leave it off if a replica's check can fail
-        # merely because no primary exists (then nobody would lead): see the README.
+        # moves leadership off it within a second. A failed check hands over after the 5 s
+        # lock-delay above (Consul ends the session through its alias check, which imposes
+        # it). Leave it off if a replica's check can fail merely because no primary exists
+        # (then nobody would lead): see the README.
         CONSUL_LEADER_HEALTH_GATE = "true"
       }
 
