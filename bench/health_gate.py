@@ -12,10 +12,13 @@ new leader left in place. Faults:
 * `service-maintenance`: `PUT /v1/agent/service/maintenance/<target>` on the leader's task
   service.
 
-Two figures per fault, over the runs (median / p95 / max): from the fault to the new passing
+Figures per fault, over the runs (median / p95 / max): from the fault to the new passing
 primary, and from the moment Consul's catalog stored the critical check (the stand-in's
-journal) to it, which is what "within the check's critical delay + 1 s" bounds. The
-integration tests (tests/integration/test_health_gate.py) run the same steps once each.
+journal) to it, which is what "within the check's critical delay + 1 s" bounds; how long the
+old leader still said Leader once the new primary was listed (it learns that Consul ended its
+session a round trip later; sampled, so an upper bound); and from the end of the fault until
+the instance is a follower again. The integration tests (tests/integration/test_health_gate.py)
+run the same steps once each.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class Run:
     after_fault: float
     after_critical: float
     rejoined: float  # from the end of the fault to the instance being a follower again
+    # How long the old leader still said Leader once Consul listed the new one (at most).
+    old_leader_lag: float
 
 
 def one_run(group: Group, fault: Fault) -> Run:
@@ -114,6 +119,11 @@ def one_run(group: Group, fault: Fault) -> Run:
     new = group.wait_single_primary(STEP_TIMEOUT, exclude=leader)
     seen = time.monotonic()
     critical_at = _critical_at(group, fault, leader, since=began)
+    # When Consul ends its session (the alias check), the old leader learns it a round trip
+    # later, from its lock watch or its health watch: measured, then never again.
+    wait_for(lambda: leader.status()["state"] != "Leader", STEP_TIMEOUT,
+             f"{leader.name} to step down")
+    lag = time.monotonic() - seen
 
     def old_one_is(state: str, gate: str) -> bool:
         status = leader.status()
@@ -131,7 +141,7 @@ def one_run(group: Group, fault: Fault) -> Run:
     rejoined = time.monotonic() - ended
     hold(lambda: group.the_primary() is new and old_one_is("Follower", "healthy"),
          SETTLE_WINDOW, "no flapping: the new primary stays, the old one follows", group)
-    return Run(seen - began, seen - critical_at, rejoined)
+    return Run(seen - began, seen - critical_at, rejoined, lag)
 
 
 def _critical_at(group: Group, fault: Fault, leader: Sidecar, since: float) -> float:
@@ -141,7 +151,9 @@ def _critical_at(group: Group, fault: Fault, leader: Sidecar, since: float) -> f
                 return float(event["mono"])
         return None
 
-    return wait_for(found, STEP_TIMEOUT, "the critical check in Consul's journal")
+    at = wait_for(found, STEP_TIMEOUT, "the critical check in Consul's journal")
+    assert at is not None
+    return at
 
 
 def hold(condition: Callable[[], bool], seconds: float, what: str, group: Group) -> None:
@@ -210,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                            [r.after_critical for r in runs]))
         print(summary_line(f"{name}: fault over -> follower again",
                            [r.rejoined for r in runs]))
+        print(summary_line(f"{name}: old leader still Leader after the new one is listed",
+                           [r.old_leader_lag for r in runs]))
     return 0
 
 
