@@ -118,11 +118,6 @@ class HealthGate:
         with self._lock:
             self._stopping = True
 
-    def healthy(self) -> bool | None:
-        """The last verdict reported (None before the first)."""
-        with self._lock:
-            return self._reported
-
     # -- the main step: names of new targets, rechecks --------------------------------------
 
     def step(self) -> float | None:
