@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from bench.health_gate import ALIAS_REFRESH, FAULTS, GATED, hold, one_run
 from tests.consul_double import ConsulDouble
 from tests.harness import Group, HealthObserver, request_count, wait_for
 from tests.integration.conftest import SLEEP, TTL
+from tests.integration.test_metrics_lint import promtool_findings
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +76,19 @@ def test_an_instance_critical_from_the_start_never_takes_a_session(
     others[0].allocation.set_health("healthy")  # type: ignore[attr-defined]
     assert group.wait_single_primary(4 * TTL) is others[0]
 
+
+
+@pytest.mark.parametrize("group", [GATED_GROUP], indirect=True)
+def test_the_gate_shows_in_status_and_metrics_promtool_clean(
+        group: Group, observer: HealthObserver) -> None:
+    leader = group.wait_single_primary(4 * TTL)
+    assert leader.status()["health_gate"] == "healthy"
+    leader.allocation.set_health("unhealthy")  # type: ignore[attr-defined]
+    status = wait_for(lambda: (s := leader.status())["health_gate"] == "critical" and s,
+                      4 * TTL, "the gate to say critical")
+    assert "_nomad-check-" in status["health_gate_reason"]
+    exposition = requests.get(f"http://127.0.0.1:{leader.status_port}/metrics",
+                              timeout=2).content
+    assert 'consul_leader_health_gate{state="critical"} 1.0' in exposition.decode()
+    assert 'consul_leader_health_gate{state="healthy"} 0.0' in exposition.decode()
+    assert promtool_findings(exposition) == ""
