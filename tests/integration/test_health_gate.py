@@ -55,7 +55,7 @@ def test_a_critical_leader_hands_over_and_comes_back_as_a_follower(
 
 
 @pytest.mark.parametrize("group", [GATED_GROUP], indirect=True)
-def test_an_instance_critical_from_the_start_never_takes_a_session(
+def test_with_every_instance_critical_nobody_leads_and_nobody_loops(
         group: Group, observer: HealthObserver) -> None:
     """All three critical at once: nobody leads (there is no healthy candidate), nobody
     hot-loops on session/create; the first one healthy again leads."""
