@@ -152,6 +152,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CONSUL_LEADER_SWITCHOVER_HOLD_OFF", DEFAULT_HOLD_OFF,
              "How long a leader that hands over stays out of the race, unless a switchover "
              "request says otherwise (Go duration, 0s to 1m)."),
+    # Issue 12: health-aware leadership.
+    Variable("CONSUL_LEADER_HEALTH_GATE", "false",
+             "true: lead only while the application is healthy. The session is also bound to "
+             "the alias check on each published instance, and the sidecar watches the "
+             "targets' checks (node and service maintenance included): a leader whose "
+             "application goes critical releases the key, a critical instance takes no "
+             "session until it is healthy again. Needs CONSUL_LEADER_PUBLISH=registration "
+             "and CONSUL_LEADER_HEALTH_CHECK=true."),
     Variable("CONSUL_HTTP_ADDR", DEFAULT_CONSUL_ADDRESS,
              "Consul agent: host:port, http://host:port[/prefix], https://host:port[/prefix] "
              "or unix:///path/to/socket."),
@@ -237,6 +245,8 @@ class Config:
     http_token_file: str | None = None
     priority: int = DEFAULT_PRIORITY
     hold_off: float = 5.0  # DEFAULT_HOLD_OFF, in seconds
+    # Issue 12: health-aware leadership (off unless asked for: see the README for why).
+    health_gate: bool = False
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
@@ -285,6 +295,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         node_name=env.get("CONSUL_LEADER_NODE"),
     )
     config = replace(config, **_read_switchover(env))
+    config = replace(config, health_gate=_read_health_gate(env, config))
     if env.errors:
         raise ConfigError(env.errors)
     return config
@@ -745,6 +756,20 @@ def _read_published_name(env: _EnvReader, publish: str) -> str | None:
                  f"only with CONSUL_LEADER_PUBLISH={PUBLISH_REGISTRATION} (labels go on the "
                  "target service itself, under its own name)")
     return name
+
+
+def _read_health_gate(env: _EnvReader, config: Config) -> bool:
+    """The gate binds the session to the alias check of our own instances: there are none in
+    the labels mode, and without health checks the session binds to no check at all."""
+    name = "CONSUL_LEADER_HEALTH_GATE"
+    gate = env.boolean(name, False)
+    if gate and config.publish != PUBLISH_REGISTRATION:
+        env.fail(name, env.get(name), f"only with CONSUL_LEADER_PUBLISH={PUBLISH_REGISTRATION} "
+                 "(in the labels mode there is no alias check of ours to bind the session to)")
+    elif gate and not config.health_check:
+        env.fail(name, env.get(name), "needs CONSUL_LEADER_HEALTH_CHECK=true (without it the "
+                 "session is bound to no check)")
+    return gate
 
 
 def _read_listen(env: _EnvReader) -> tuple[str, int] | None:

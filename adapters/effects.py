@@ -11,6 +11,8 @@ state publishes:
 * **Any other state**: the replica role (the replica label when one is set), no leader file;
   leaving Leader removes the leader file and runs the demote hook as the label goes.
 * **NoSession**: the session is given up (key released with its value, session destroyed).
+  With the health gate on, no new session is prepared or created while the application is
+  not known healthy (`application_critical` until `application_healthy`).
 
 Switchover (issue 12): `switchover_requested` moves the leader to Follower as any step-down
 does (leader file removed, demote hook, replica role); the hold-off starts at once, and only
@@ -44,6 +46,7 @@ log = logging.getLogger("consul_leader")
 
 class SessionDriver(Protocol):
     def create(self, bound_checks: tuple[str, ...] = ()) -> None: ...
+    def cancel_create(self) -> None: ...
     def give_up(self, session: str | None) -> None: ...
 
 
@@ -92,6 +95,14 @@ class MetricsDriver(Protocol):
     def refused(self, state: str, event: str) -> None: ...
     def fencing_token(self, value: int) -> None: ...
     def published_over_other_primary(self) -> None: ...
+    def health_gate(self, state: str) -> None: ...
+
+
+class GateDriver(Protocol):
+    """The health gate (CONSUL_LEADER_HEALTH_GATE)."""
+
+    def set_targets(self, targets: Sequence[str]) -> None: ...
+    def recheck(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,7 @@ class Drivers:
     leader_file: LeaderFileDriver
     hooks: HookDriver
     metrics: MetricsDriver
+    gate: GateDriver | None = None  # with CONSUL_LEADER_HEALTH_GATE only
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,10 @@ class HubSettings:
     timings: Timings
     on_promote: str | None = None
     on_demote: str | None = None
+
+
+# What /status shows of the health gate.
+GATE_OFF, GATE_WAITING, GATE_HEALTHY, GATE_CRITICAL = "off", "waiting", "healthy", "critical"
 
 
 class RoleEffects:
@@ -133,6 +149,9 @@ class RoleEffects:
         self.leader_since: float | None = None
         self.published = False  # Consul shows the primary role (Leader only)
         self._handover: tuple[str, str | None, float] | None = None  # once replica shows
+        # The health gate: no session is created while the application is not known healthy.
+        self.application_health = GATE_OFF if drivers.gate is None else GATE_WAITING
+        self.application_reason = ""
 
     # -- bookkeeping effects --------------------------------------------------------------
 
@@ -152,6 +171,8 @@ class RoleEffects:
     # -- entry and exit -------------------------------------------------------------------
 
     def enter_no_session(self, t: Transition) -> None:
+        if t.event is Event.APPLICATION_CRITICAL:
+            self._application(GATE_CRITICAL, t.reason)
         self._valid_until, self._replica_shown, self.published = None, False, False
         self._handover = None
         self._d.acquirer.stand_down()
@@ -222,16 +243,33 @@ class RoleEffects:
     def prepare_session(self, t: Transition) -> None:
         if t.event is Event.REPLICA_PUBLISHED:
             self._replica_shown = True
+        if t.event is Event.APPLICATION_HEALTHY:
+            self._application(GATE_HEALTHY, t.reason)
+            if not self._replica_shown:
+                return  # replica_published prepares, once Consul shows the replica role
+        if not self._may_compete():
+            return  # application_healthy prepares
         if self._d.checks.enabled:
             self._d.checks.prepare_lease_check()
         else:
             self._d.keeper.create()
 
     def create_session(self, t: Transition) -> None:
-        self._d.keeper.create(t.facts.checks)
+        if self._may_compete():  # else the application went critical since the preparation
+            self._d.keeper.create(t.facts.checks)
+
+    def await_healthy(self, t: Transition) -> None:
+        self._application(GATE_CRITICAL, t.reason)
+        self._d.keeper.cancel_create()  # a session created meanwhile is given up at once
+        if self._d.gate is not None:
+            # Consul may refuse a session on the alias check while the gate sees the
+            # application healthy (the alias lags node maintenance): ask it again, later.
+            self._d.gate.recheck()
 
     def adopt_targets(self, t: Transition) -> None:
         self._d.checks.set_targets(t.facts.targets)
+        if self._d.gate is not None:
+            self._d.gate.set_targets(t.facts.targets)
 
     def mark_published(self, t: Transition) -> None:
         if t.event is Event.PRIMARY_PUBLISHED:
@@ -274,6 +312,15 @@ class RoleEffects:
         self._handover = (session, t.facts.target, hold_off)
         log.warning("switchover: handing over once the replica role shows",
                     extra={"to": t.facts.target or "", "hold_off": hold_off})
+
+    def _may_compete(self) -> bool:
+        return self.application_health in (GATE_OFF, GATE_HEALTHY)
+
+    def _application(self, health: str, reason: str) -> None:
+        if self._d.gate is None:
+            return
+        self.application_health, self.application_reason = health, reason
+        self._d.metrics.health_gate(health)
 
     def _renewed(self, t: Transition) -> None:
         self._valid_until = t.facts.valid_until

@@ -26,6 +26,7 @@ from consul_leader.adapters.controller import Controller
 from consul_leader.adapters.durations import SECOND
 from consul_leader.adapters.effects import Drivers, HubSettings, RoleEffects
 from consul_leader.adapters.election.acquirer import Acquirer, AcquirerSettings
+from consul_leader.adapters.election.health_gate import GateSettings, HealthGate
 from consul_leader.adapters.election.key import LockHolder, hint_key
 from consul_leader.adapters.election.session import (
     FatalConfigError,
@@ -43,7 +44,7 @@ from consul_leader.adapters.observability.status_server import (
 )
 from consul_leader.adapters.observability.write_auth import BearerGate, Denial
 from consul_leader.adapters.publishing.checks import ChecksSettings, HealthChecks
-from consul_leader.adapters.publishing.labels import Role
+from consul_leader.adapters.publishing.labels import ALIAS_CHECK_PREFIX, Role
 from consul_leader.adapters.publishing.publisher import Publisher, PublisherSettings
 from consul_leader.adapters.threads import Step, Worker
 from consul_leader.fsm.machine import LeaderMachine
@@ -86,7 +87,7 @@ class Sidecar:
             version=version,
             revision=revision,
         )
-        self.gate = BearerGate(config.http_writes, config.http_token_file)
+        self.write_gate = BearerGate(config.http_writes, config.http_token_file)
         self.status_server = (StatusServer(config.listen, self.registry, self.snapshot,
                                            WritePaths(self._authorize, self._switchover))
                               if config.listen else None)
@@ -106,8 +107,9 @@ class Sidecar:
             Drivers(keeper=self.keeper, acquirer=self.acquirer, watcher=self.watcher,
                     publisher=self.publisher, checks=self.checks,
                     leader_file=self.leader_file, hooks=self.hooks,
-                    metrics=self.metrics),
+                    metrics=self.metrics, gate=self.gate),
         )
+        self.metrics.health_gate(self.effects.application_health)
         self.controller.attach(LeaderMachine(self.effects))
 
     def _build_adapters(self, port: ConsulPort) -> None:
@@ -118,13 +120,15 @@ class Sidecar:
         self.checks = HealthChecks(
             ChecksSettings(enabled=config.health_check, instance=instance_name(config),
                            service_name=config.service_name, kv_path=config.kv_path,
-                           ttl_text=config.ttl_text, timings=timings, owner=owner), port, post)
+                           ttl_text=config.ttl_text, timings=timings, owner=owner,
+                           bind_alias=config.health_gate), port, post)
         self.keeper = SessionKeeper(
             KeeperSettings(
                 session=SessionSpec(name=config.session_name, ttl=config.ttl_text,
                                     lock_delay=config.lock_delay_text, node=config.node_name),
                 kv_path=config.kv_path, holder=holder, timings=timings,
-                node_to_verify=config.node_name if config.health_check else None),
+                node_to_verify=config.node_name if config.health_check else None,
+                application_check_prefix=ALIAS_CHECK_PREFIX if config.health_gate else None),
             port, post, on_renewed=self.metrics.session_renewed,
             on_renew_failed=self.metrics.session_renew_failed)
         self.watcher = LockWatcher(WatcherSettings(config.kv_path, timings), port, post)
@@ -150,6 +154,7 @@ class Sidecar:
             port, post, on_write=self.metrics.tag_write, spawn_watch=self._watch_target,
             on_evicted=self.metrics.stale_primary_evicted)
         self.hooks = HookRunner(config.hook_timeout, on_result=self.metrics.hook_run)
+        self.gate = self._build_gate(port) if config.health_gate else None
         self.keeper.wake = self._worker("session-keeper", self.keeper.step).poke
         self.watcher.wake_confirm = self._worker("lock-confirm", self.watcher.confirm_step).poke
         self._worker("lock-watcher", self.watcher.watch_step)
@@ -159,13 +164,25 @@ class Sidecar:
         self.checks.wake = self._worker("check-passer", self.checks.step).poke
 
     def _authorize(self, authorization: str) -> Denial | None:
-        denial = self.gate.check(authorization)
+        denial = self.write_gate.check(authorization)
         if denial is not None:
             self.metrics.switchover("denied")
         return denial
 
     def _switchover(self, to: str | None, hold_off: str | None) -> Answer:
         return self.switchover.request(to, hold_off)
+
+    def _build_gate(self, port: ConsulPort) -> HealthGate:
+        gate = HealthGate(GateSettings(self.timings, alias_check_prefix=ALIAS_CHECK_PREFIX),
+                          port, self.controller.post,
+                          spawn_watch=self._watch_health)
+        gate.wake = self._worker("health-gate", gate.step).poke
+        return gate
+
+    def _watch_health(self, name: str) -> None:
+        gate = self.gate
+        assert gate is not None
+        self._worker(f"health-{name[:40]}", lambda: gate.watch_step(name))
 
     def _worker(self, name: str, step: Step) -> Worker:
         worker = Worker(name, step, restart_pause=self.timings.retry_cap)
@@ -225,6 +242,8 @@ class Sidecar:
         self.controller.finished(left(shares.machine))
         for adapter in (self.keeper, self.acquirer, self.watcher):
             adapter.stop()
+        if self.gate is not None:
+            self.gate.stop()
         if not self.publisher.wait_published(Role.REPLICA, left(shares.labels)):
             log.error("could not clear the primary label before leaving")
         self.keeper.release_and_destroy(left(shares.session))
@@ -260,6 +279,8 @@ class Sidecar:
             published=self.effects.published if leading else False,
             priority=self.config.priority,
             excluded=self.acquirer.exclusion(),
+            health_gate=self.effects.application_health,
+            health_gate_reason=self.effects.application_reason,
         )
 
 

@@ -118,6 +118,9 @@ class Effects(Protocol):
     def evict_stale_primaries(self, t: Transition) -> None:
         """Other primaries whose sessions are gone (`t.facts.stale_primaries`): unlist them."""
 
+    def await_healthy(self, t: Transition) -> None:
+        """Without a session, the application is critical: create none until it is healthy."""
+
 
 @dataclass
 class _Outcome:

@@ -55,3 +55,6 @@ class Event(enum.StrEnum):
     HIGHER_PRIORITY_SEEN = "higher_priority_seen"  # healthy peers of higher priority may go first
     # The process.
     SHUTDOWN = "shutdown"  # SIGTERM/SIGINT, or Consul refused our configuration
+    # The health gate (CONSUL_LEADER_HEALTH_GATE).
+    APPLICATION_CRITICAL = "application_critical"  # a target (or its node) is critical
+    APPLICATION_HEALTHY = "application_healthy"  # every target is healthy (again)

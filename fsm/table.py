@@ -44,6 +44,7 @@ MARK_PUBLISHED: Final = "mark_published"  # Consul shows our role (/primary, rol
 AWAIT_OTHER_PRIMARY: Final = "await_other_primary"  # start the bounded wait
 PUBLISH_OVER_OTHER_PRIMARY: Final = "publish_over_other_primary"  # the bound passed
 EVICT_STALE_PRIMARIES: Final = "evict_stale_primaries"  # their sessions are gone
+AWAIT_HEALTHY: Final = "await_healthy"  # no session until the application is healthy
 
 _ROWS: list[tuple[dict[str, Any], dict[tuple[State, Event], str]]] = []
 
@@ -113,6 +114,15 @@ _stay(Event.HIGHER_PRIORITY_SEEN, [CA], RETRY_ACQUIRE)
 _stay(Event.HIGHER_PRIORITY_SEEN, [NS, FO, LE])  # the delay is moot once not a candidate
 # The process.
 _move(Event.SHUTDOWN, list(State), NS, before=BEGIN_STOPPING)
+# The health gate (opt-in). An instance whose application is critical (a check of a target,
+# or its node or service in maintenance) leaves the election: a leader releases the key at
+# once rather than waiting for Consul to invalidate its session. Without a session it stays
+# out until the application is healthy again, and then competes like any newcomer (the key
+# is held: it becomes a follower). Session create refused on the alias check is critical too.
+_move(Event.APPLICATION_CRITICAL, _WITH_SESSION, NS)
+_stay(Event.APPLICATION_CRITICAL, [NS], AWAIT_HEALTHY)
+_stay(Event.APPLICATION_HEALTHY, [NS], PREPARE_SESSION)
+_stay(Event.APPLICATION_HEALTHY, _WITH_SESSION)
 
 TRANSITIONS: Final[list[dict[str, Any]]] = [row for row, _ in _ROWS]
 # (state, event) of an internal transition -> the Effects method it runs.
@@ -123,6 +133,7 @@ REACTION_NAMES: Final[tuple[str, ...]] = (
     RETRY_ACQUIRE, VOUCH_REPLICA, VOUCH_LEASE, VOUCH_PRIMARY, PREPARE_SESSION, CREATE_SESSION,
     ADOPT_TARGETS, MARK_PUBLISHED, AWAIT_OTHER_PRIMARY, PUBLISH_OVER_OTHER_PRIMARY,
     EVICT_STALE_PRIMARIES,
+    AWAIT_HEALTHY,
 )
 
 

@@ -137,6 +137,12 @@ EVENT_MEANINGS: dict[Event, str] = {
         "healthy peers of higher priority are listed: `?acquire` after a bounded delay"
     ),
     Event.SHUTDOWN: "SIGTERM or SIGINT (or Consul refused our configuration): leave cleanly",
+    # The health gate (CONSUL_LEADER_HEALTH_GATE).
+    Event.APPLICATION_CRITICAL: (
+        "a target's checks, or its node or service maintenance, are critical (or session "
+        "create was refused because its alias check is): leave the election"
+    ),
+    Event.APPLICATION_HEALTHY: "every target is healthy (again): compete like a newcomer",
 }
 REACTION_MEANINGS: dict[str, str] = {
     "retry_acquire": "try `?acquire` again (after the lock-delay wait, for `lock_delayed`, or "
@@ -158,6 +164,7 @@ REACTION_MEANINGS: dict[str, str] = {
         "deregister them from the catalog, count it, log an error naming them; ours goes on "
         "once Consul no longer lists them"
     ),
+    "await_healthy": "create no session until the health gate reports the application healthy",
 }
 STATE_EFFECTS: dict[State, str] = {
     State.LEADER: (

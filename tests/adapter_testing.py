@@ -170,8 +170,10 @@ class StrictPort:
     def check_pass(self, check_id: str, note: str, *, timeout: float) -> bool:
         return self._answer("check_pass", check_id, note, timeout=timeout)
 
-    def health_service(self, name: str, *, timeout: float) -> HealthRead:
-        return self._answer("health_service", name, timeout=timeout)
+    def health_service(self, name: str, *, timeout: float, index: int = 0,
+                       wait: str | None = None) -> HealthRead:
+        blocking = {"index": index, "wait": wait} if index or wait else {}
+        return self._answer("health_service", name, timeout=timeout, **blocking)
 
     def agent_node_name(self, *, timeout: float) -> str:
         return self._answer("agent_node_name", timeout=timeout)

@@ -113,6 +113,9 @@ class RecordingEffects:
     def evict_stale_primaries(self, t: Transition) -> None:
         self._record("evict_stale_primaries", t)
 
+    def await_healthy(self, t: Transition) -> None:
+        self._record("await_healthy", t)
+
     def _record(self, name: str, payload: Transition | Refusal) -> None:
         if self._allowed is not None and name not in self._allowed:
             raise UnexpectedEffect(f"unexpected effect {name}({payload})")

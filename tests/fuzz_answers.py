@@ -177,13 +177,14 @@ class FuzzedConsul:
             return {"Node": {"Node": rng.choice(["n1", "n2"])},
                     "Service": {"ID": service_id, "Tags": ["primary"],
                                 "Meta": {"session": rng.choice(["s-other", "s-gone"])}},
-                    "Checks": [{"Status": "passing"}]}
+                    "Checks": [{"CheckID": "app", "Status": "passing"}]}
         service: dict[str, Any] = {"ID": service_id,
                                    "Tags": rng.sample(["primary", "v1"], rng.randint(0, 2))}
         if rng.random() < 0.5:
             service["Meta"] = {"session": rng.choice(["s-other", "s-gone", ""])}
         return {"Node": {"Node": rng.choice(["n1", "n2"])}, "Service": service,
-                "Checks": [{"Status": rng.choice(["passing", "critical", "warning"])}]}
+                "Checks": [{"CheckID": rng.choice(["serfHealth", "_node_maintenance", "app"]),
+                            "Status": rng.choice(["passing", "critical", "warning"])}]}
 
     def _corrupt(self, value: Any, whole: bool = True) -> Any:
         rng = self.rng

@@ -214,13 +214,16 @@ class HttpConsul:
 
     # -- health and the agent -----------------------------------------------------------
 
-    def health_service(self, name: str, *, timeout: float) -> HealthRead:
-        reply = self._call("GET", f"/v1/health/service/{name}", timeout=timeout)
+    def health_service(self, name: str, *, timeout: float, index: int = 0,
+                       wait: str | None = None) -> HealthRead:
+        params = {"index": str(index), "wait": wait} if index and wait else None
+        reply = self._call("GET", f"/v1/health/service/{name}", params=params,
+                           timeout=timeout)
         answer = _json(reply)
         if not isinstance(answer, list):
             raise _malformed(reply, "health answer is not a list")
         return HealthRead(tuple(_health_entry(entry, reply) for entry in answer),
-                          _filtered(reply))
+                          _filtered(reply), reply.index)
 
     def agent_node_name(self, *, timeout: float) -> str:
         reply = self._call("GET", "/v1/agent/self", timeout=timeout)
@@ -352,4 +355,5 @@ def _health_entry(entry: Any, reply: Reply) -> HealthEntry:
         raise _malformed(reply, "health entry Meta is not a map of strings")
     return HealthEntry(service_id=service["ID"], node=str(node_name or ""), tags=tuple(tags),
                        statuses=tuple(str(check.get("Status")) for check in checks),
-                       meta=dict(meta))
+                       meta=dict(meta),
+                       check_ids=tuple(str(check.get("CheckID")) for check in checks))

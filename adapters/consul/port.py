@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 PASSING = "passing"
+CRITICAL = "critical"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,15 @@ class HealthEntry:
     tags: tuple[str, ...]
     statuses: tuple[str, ...]
     meta: Mapping[str, str] = field(default_factory=dict)  # the instance's Meta (issue 12)
+    check_ids: tuple[str, ...] = ()  # of the same checks, in the same order
+
+    @property
+    def critical_checks(self) -> tuple[str, ...]:
+        """The checks that make this instance critical (what an alias check of it sees,
+        node checks such as `_node_maintenance` included)."""
+        return tuple(check_id for check_id, status in zip(self.check_ids, self.statuses,
+                                                          strict=False)
+                     if status == CRITICAL)
 
     @property
     def passing(self) -> bool:
@@ -133,6 +143,7 @@ class HealthEntry:
 class HealthRead:
     entries: tuple[HealthEntry, ...]
     filtered: bool = False  # X-Consul-Results-Filtered-By-ACLs: instances were left out
+    index: int | None = None  # X-Consul-Index, to block on next
 
 
 class ConsulPort(Protocol):
@@ -203,9 +214,10 @@ class ConsulPort(Protocol):
         ...
 
     # Health and the agent itself.
-    def health_service(self, name: str, *, timeout: float) -> HealthRead:
+    def health_service(self, name: str, *, timeout: float, index: int = 0,
+                       wait: str | None = None) -> HealthRead:
         """Every instance of service `name` with its checks (not only passing ones, so an
-        answer cut down by ACLs shows)."""
+        answer cut down by ACLs shows). With `index` and `wait`, a blocking read."""
         ...
 
     def agent_node_name(self, *, timeout: float) -> str:

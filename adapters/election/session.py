@@ -10,9 +10,10 @@ not revive the lease.
 What the keeper decides is only how to talk to Consul (when to renew, how long to wait before
 retrying). It creates a session only when the machine asks (`create`), reports every outcome
 as an event (`session_created`, `lease_renewed`, `session_lost`, `lease_expired`,
-`bound_check_missing`), and gives a session up when the machine says so (`give_up`): it then
-releases the key with the holder's value and destroys the session in the background, until
-Consul has certainly dropped it (2 x TTL after its last renew).
+`bound_check_missing`, and `application_critical` when the health gate's alias check refused
+it), and gives a session up when the machine says so (`give_up`): it then releases the key
+with the holder's value and destroys the session in the background, until Consul has
+certainly dropped it (2 x TTL after its last renew).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class KeeperSettings:
     # CONSUL_LEADER_NODE while health checks are on: it must be the local agent's node,
     # where the checks the session binds to live.
     node_to_verify: str | None = None
+    # The health gate: the IDs of the alias checks the session binds to start with this. Such
+    # a check critical at create is the application's health, not ours to register again.
+    application_check_prefix: str | None = None
 
 
 @dataclass
@@ -117,6 +121,12 @@ class SessionKeeper:
             self._want_session = self._session is None
             self._spec = replace(self._settings.session, service_checks=bound_checks)
         self.wake()
+
+    def cancel_create(self) -> None:
+        """The machine no longer wants a session (the application went critical). A create
+        already on its way is given up as soon as it is answered."""
+        with self._lock:
+            self._want_session = False
 
     def give_up(self, session: str | None) -> None:
         """Stop renewing `session`; release the key and destroy it in the background."""
@@ -201,6 +211,12 @@ class SessionKeeper:
             session = self._port.session_create(spec, timeout=self._timings.request_timeout)
         except CheckNotUsable as exc:
             self._create_failed(want_again=False)
+            if self._is_application_check(exc):
+                log.warning("session create refused: the application is critical",
+                            extra={"check": exc.check_id})
+                self._post(Event.APPLICATION_CRITICAL, f"alias check {exc.check_id} is "
+                           "critical", Facts(check_id=exc.check_id))
+                return
             log.warning("session create refused: its lease check is not usable",
                         extra={"check": exc.check_id, "problem": exc.problem})
             self._post(Event.BOUND_CHECK_MISSING, f"lease check {exc.check_id} is {exc.problem}",
@@ -214,6 +230,11 @@ class SessionKeeper:
             self._log_failure("session create failed, retrying", exc)
             return
         self._adopt(session, sent_at)
+
+    def _is_application_check(self, exc: CheckNotUsable) -> bool:
+        prefix = self._settings.application_check_prefix
+        return bool(prefix) and exc.problem == "critical" and exc.check_id.startswith(
+            prefix or "")
 
     def _adopt(self, session: str, sent_at: float) -> None:
         with self._lock:

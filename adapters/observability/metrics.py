@@ -69,6 +69,10 @@ WATCH_BUCKETS: Final = (0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 240
                         600.0, 640.0)
 
 
+# Issue 12: what /status and consul_leader_health_gate show of the health gate.
+HEALTH_GATE_STATES: Final = ("off", "waiting", "healthy", "critical")
+
+
 def _require(value: str, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
@@ -111,6 +115,7 @@ class Metrics:
         self._register_eviction_metrics(registry)
         self._register_build_info(registry, version, revision)
         self._register_switchover_metrics(registry)
+        self._register_health_gate(registry)
         if process_collectors:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
@@ -138,6 +143,14 @@ class Metrics:
             f"{PREFIX}_events_refused",
             "Events refused in the state they arrived in; the state is unchanged.",
             ["state", "event"], registry=registry)
+
+    def _register_health_gate(self, registry: CollectorRegistry) -> None:
+        # Issue 12: health-aware leadership (CONSUL_LEADER_HEALTH_GATE).
+        self._health_gate = _StateGauge(
+            HEALTH_GATE_STATES, HEALTH_GATE_STATES[0], name=f"{PREFIX}_health_gate",
+            help_text="Health gate (CONSUL_LEADER_HEALTH_GATE): 1 for its state: off, waiting "
+                      "(no verdict yet), healthy, or critical (out of the election).")
+        registry.register(self._health_gate)
 
     def _register_session_metrics(self, registry: CollectorRegistry) -> None:
         self._renew_duration = Histogram(f"{PREFIX}_session_renew_duration_seconds",
@@ -287,6 +300,11 @@ class Metrics:
     def stale_primary_evicted(self) -> None:
         self._stale_evicted.inc()
 
+    def health_gate(self, state: str) -> None:
+        """The health gate's state: off, waiting (no verdict yet), healthy or critical."""
+        _require(state, HEALTH_GATE_STATES, "health gate state")
+        self._health_gate.set(state)
+
     def hook_run(self, hook: str, result: str) -> None:
         _require(hook, HOOK_NAMES, "hook")
         _require(result, HOOK_RESULTS, "hook result")
@@ -318,19 +336,22 @@ class _StateGauge:
     NAME: Final = f"{PREFIX}_state"
     HELP: Final = "Current state of the leader-election machine: 1 for the current state."
 
-    def __init__(self, states: Sequence[str], initial: str) -> None:
+    def __init__(self, states: Sequence[str], initial: str, *, name: str = NAME,
+                 help_text: str = HELP) -> None:
         self._states = tuple(states)
         self._current = initial
+        self._name, self._help = name, help_text
 
     def set(self, state: str) -> None:
         self._current = state  # one assignment: a concurrent scrape sees the old or the new
 
     def describe(self) -> list[Metric]:
-        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["state"])]
+        return [GaugeMetricFamily(self._name, self._help, labels=["state"])]
 
     def collect(self) -> list[Metric]:
         current = self._current
-        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["state"])
+        family = GaugeMetricFamily(self._name, self._help, labels=["state"])
         for state in self._states:
             family.add_metric([state], 1.0 if state == current else 0.0)
         return [family]
+

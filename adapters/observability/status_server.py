@@ -106,6 +106,9 @@ class StatusSnapshot:
     # Switchover and priorities (issue 12).
     priority: int | None = None
     excluded: dict[str, Any] | None = None  # what keeps it out of the race now (hold-off...)
+    # Issue 12: the health gate: off, waiting, healthy or critical, and why it is critical.
+    health_gate: str = "off"
+    health_gate_reason: str = ""
 
     def lease_valid(self) -> bool:
         return self.lease_remaining is not None and self.lease_remaining > 0
@@ -150,6 +153,8 @@ class StatusSnapshot:
             "healthy": self.live()[0],  # the /healthz answer, kept for existing readers
             "priority": self.priority,
             "excluded": self.excluded,
+            "health_gate": self.health_gate,
+            "health_gate_reason": self.health_gate_reason,
         }
 
     def _lease_problem(self) -> str:

@@ -39,6 +39,7 @@ from consul_leader.adapters.consul.port import ConsulError, ConsulPort, log_leve
 from consul_leader.adapters.controller import Post
 from consul_leader.adapters.durations import format_duration
 from consul_leader.adapters.publishing.labels import (
+    alias_check_id,
     owned_service_id,
     role_check_body,
     role_check_id,
@@ -73,6 +74,8 @@ class ChecksSettings:
     timings: Timings
     # Registration mode: who owns the instances the role checks live on; None: no role checks.
     owner: str | None = None
+    # The health gate: the session binds to the alias check of each instance as well.
+    bind_alias: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ class HealthChecks:
             return
         with self._lock:
             self._prepare_wanted, self._prepare_failures = False, 0
-        bound = (self._lease_check_id, *self._role_check_ids())
+        bound = (self._lease_check_id, *self._role_check_ids(), *self._alias_check_ids())
         self._post(Event.LEASE_CHECK_PASSED, "lease check registered and passed",
                    Facts(check_id=self._lease_check_id, checks=bound))
 
@@ -259,6 +262,11 @@ class HealthChecks:
         if self._settings.owner is None:
             return ()
         return tuple(role_check_id(target) for target in self._current_targets())
+
+    def _alias_check_ids(self) -> tuple[str, ...]:
+        if self._settings.owner is None or not self._settings.bind_alias:
+            return ()
+        return tuple(alias_check_id(target) for target in self._current_targets())
 
     def _current_targets(self) -> tuple[str, ...]:
         with self._lock:

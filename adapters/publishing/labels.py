@@ -86,8 +86,11 @@ def role_check_id(target: str) -> str:
     return f"consul-leader:role:{target}"
 
 
+ALIAS_CHECK_PREFIX = "consul-leader:alias:"
+
+
 def alias_check_id(target: str) -> str:
-    return f"consul-leader:alias:{target}"
+    return f"{ALIAS_CHECK_PREFIX}{target}"
 
 
 @dataclass(frozen=True)

@@ -106,12 +106,22 @@ job "postgres" {
         # Nomad adopts them, but an operation sync can push stale ones back (see the README).
         enable_tag_override = true
 
+        # With CONSUL_LEADER_HEALTH_GATE (below) this check decides who may lead: critical,
+        # the leader hands over; a critical replica takes no part. Its flap damping is what
+        # damps leadership changes too: Consul marks it critical only after 3 failures in a
+        # row (up to 30 s of a dead postgres at this interval) and passing again only after 2
+        # successes, so one lost probe moves nothing and a flapping instance does not come
+        # back at once. (Consul applies these to the checks it runs itself, http, tcp, grpc;
+        # not to TTL checks, which is how Nomad registers script checks.)
         check {
           name     = "postgres accepts connections"
           type     = "tcp"
           port     = "db"
           interval = "10s"
           timeout  = "2s"
+
+          failures_before_critical = 3
+          success_before_passing   = 2
         }
       }
 
@@ -199,6 +209,14 @@ job "postgres" {
         # leading (0: an instance in a DR site that only follows), give them their own group
         # or job with another value, e.g. from client metadata: "${meta.consul_leader_priority}".
         CONSUL_LEADER_PRIORITY = "1"
+
+        # Health-aware leadership (opt-in): lead only while the postgres check above (and the
+        # node's and the service's maintenance mode) pass. `consul maint -enable` on a node
+        # moves leadership off it within a second. A failed check hands over after the 5 s
+        # lock-delay above (Consul ends the session through its alias check, which imposes
+        # it). Leave it off if a replica's check can fail merely because no primary exists
+        # (then nobody would lead): see the README.
+        CONSUL_LEADER_HEALTH_GATE = "true"
       }
 
       # The switchover bearer token, from the Nomad variable nomad/jobs/postgres (key

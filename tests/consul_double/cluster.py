@@ -44,7 +44,8 @@ Deliberate simplifications (where the double is not Consul):
   an identical re-registration and the periodic full sync are not modelled; the
   agent has no default token, so a check registered without one syncs as anonymous.
 * Alias checks (addendum §9): a remote alias re-evaluates on any catalog change of
-  its node (no RPC backoff); no maintenance-mode endpoints are served.
+  its node (no RPC backoff). Maintenance mode (addendum §15): not persisted across agent
+  restarts.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ CASES = {
     "bad hook timeout": ({"CONSUL_LEADER_HOOK_TIMEOUT": "-1s"}, "CONSUL_LEADER_HOOK_TIMEOUT"),
     "bad health-check bool": ({"CONSUL_LEADER_HEALTH_CHECK": "sure"}, "CONSUL_LEADER_HEALTH_CHECK"),
     "watch wait above 10m": ({"CONSUL_LEADER_WATCH_WAIT": "11m"}, "CONSUL_LEADER_WATCH_WAIT"),
+    "health gate in the labels mode": (
+        {"CONSUL_LEADER_HEALTH_GATE": "true", "CONSUL_LEADER_PUBLISH": "labels"},
+        "CONSUL_LEADER_HEALTH_GATE",
+    ),
     "leader file in a missing folder": (
         {"CONSUL_LEADER_LEADER_FILE": "/nonexistent/dir/leader"},
         "CONSUL_LEADER_LEADER_FILE",

@@ -790,3 +790,26 @@ def test_loading_never_touches_the_network(no_network: None, pki: Pki) -> None:
                   CONSUL_LEADER_LISTEN="sidecar.local:9500")
 
     assert config.consul.base_url == "https://consul.service.consul:8501/gw"
+
+
+# --- the health gate (issue 12) ---------------------------------------------------------------
+
+
+def test_the_health_gate_is_off_unless_asked_for() -> None:
+    assert load().health_gate is False
+    assert load(CONSUL_LEADER_HEALTH_GATE="true").health_gate is True
+
+
+@pytest.mark.parametrize(("env", "needs"), [
+    ({"CONSUL_LEADER_PUBLISH": "labels"}, "only with CONSUL_LEADER_PUBLISH=registration"),
+    ({"CONSUL_LEADER_HEALTH_CHECK": "false"}, "needs CONSUL_LEADER_HEALTH_CHECK=true"),
+])
+def test_the_health_gate_needs_the_alias_checks_it_binds_to(env: dict[str, str],
+                                                            needs: str) -> None:
+    line = error(CONSUL_LEADER_HEALTH_GATE="true", **env)
+    assert line.startswith('CONSUL_LEADER_HEALTH_GATE="true": ') and needs in line
+
+
+def test_the_health_gate_must_be_a_boolean() -> None:
+    assert error(CONSUL_LEADER_HEALTH_GATE="on").startswith(
+        'CONSUL_LEADER_HEALTH_GATE="on": not a boolean')

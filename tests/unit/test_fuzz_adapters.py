@@ -7,6 +7,7 @@ Seeded: set FUZZ_SEED to replay a run; every run uses a new seed otherwise, prin
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from consul_leader.adapters.consul.port import KeyRead, SessionSpec
 from consul_leader.adapters.controller import Controller
 from consul_leader.adapters.effects import Drivers, HubSettings, RoleEffects
 from consul_leader.adapters.election.acquirer import Acquirer, AcquirerSettings
+from consul_leader.adapters.election.health_gate import GateSettings, HealthGate
 from consul_leader.adapters.election.key import LockHolder
 from consul_leader.adapters.election.session import KeeperSettings, SessionKeeper
 from consul_leader.adapters.election.watcher import LockWatcher, WatcherSettings
@@ -289,6 +291,31 @@ def test_fuzz_health_checks() -> None:
                               valid_until=clock.now + rng.choice([-1.0, TIMINGS.ttl]))
 
     drive(transport, clock, rng, [checks.step], instruct)
+
+
+def test_fuzz_health_gate() -> None:
+    """Whatever Consul answers, the gate reports only changes (or a recheck), never loops."""
+    transport, port, clock, rng = fuzzed(7)
+    posts = Posts()
+    watched: list[str] = []
+    gate = HealthGate(GateSettings(TIMINGS, alias_check_prefix="consul-leader:alias:"), port,
+                      posts, clock=clock, spawn_watch=watched.append)
+
+    def instruct() -> None:
+        if rng.random() < 0.3:
+            gate.set_targets(rng.choice([[TARGET], [TARGET, "_nomad-task-a1-db-db-other"]]))
+        else:
+            gate.recheck()
+
+    def only_changes() -> None:
+        events = posts.events()
+        repeated = [a for a, b in itertools.pairwise(events)
+                    if a is b is Event.APPLICATION_CRITICAL]
+        assert repeated == [], f"seed {SEED}: the same critical verdict posted twice"
+
+    drive(transport, clock, rng, [gate.step, lambda: gate.watch_step("db")], instruct,
+          only_changes)
+    assert posts.items, f"seed {SEED}: the gate never reported a verdict"
 
 
 def test_fuzz_the_whole_sidecar_never_leads_without_a_confirmed_lock() -> None:

@@ -233,6 +233,7 @@ def test_status_reports_every_field(sidecar: Sidecar) -> None:
         "key": "consul-leader/db/lock", "fencing_token": 12, "last_renew_age": 2.0,
         "lease_remaining": 13.0, "holder": "sess-1", "published": True, "live": True,
         "ready": True, "healthy": True, "priority": None, "excluded": None,
+        "health_gate": "off", "health_gate_reason": "",
     }
 
 

@@ -20,7 +20,7 @@ from ..durations import GoSyntaxError
 from ..faults import INJECTED_ERROR_BODY, NodeFaults
 from ..stats import AGENT, SERVER, RequestStats
 from ..wire import HttpError, Reply, Request, clean_path, redirect, text_reply
-from . import agent, catalog, checks, kv, session
+from . import agent, catalog, checks, kv, maintenance, session
 from .common import Call, Settings
 
 _LOG = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ ROUTES: tuple[Route, ...] = (
     _route("/v1/agent/service/register", (PUT,), AGENT, agent.register_service),
     _route("/v1/agent/service/deregister/", (PUT,), AGENT, agent.deregister_service,
            "/v1/agent/service/deregister/:id"),
+    # Maintenance mode (addendum §14).
+    _route("/v1/agent/maintenance", (PUT,), AGENT, maintenance.node_maintenance),
+    _route("/v1/agent/service/maintenance/", (PUT,), AGENT, maintenance.service_maintenance,
+           "/v1/agent/service/maintenance/:service_id"),
     _route("/v1/agent/checks", (GET,), AGENT, checks.checks),
     _route("/v1/agent/check/register", (PUT,), AGENT, checks.register_check),
     _route("/v1/agent/check/deregister/", (PUT,), AGENT, checks.deregister_check,

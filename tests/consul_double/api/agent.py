@@ -124,14 +124,20 @@ def deregister_service(call: Call) -> Reply:
     with call.state.write() as txn:
         service = agent_node(call).services.get(service_id)
         if service is None:
-            raise HttpError(
-                404,
-                f"Unknown service ID {go_quote(service_id)}. "
-                "Ensure that the service ID is passed, not the service name.",
-            )
+            raise unknown_service(service_id)
         call.require("service", service.name, "write")
         call.state.catalog.deregister_service(txn, call.node, service_id)
     return Reply(200)
+
+
+def unknown_service(service_id: str) -> HttpError:
+    """consul: agent/agent.go (vetServiceUpdateWithAuthorizer), shared by the service
+    endpoints that act on an existing service."""
+    return HttpError(
+        404,
+        f"Unknown service ID {go_quote(service_id)}. "
+        "Ensure that the service ID is passed, not the service name.",
+    )
 
 
 def _service_record(body: dict[str, Any], name: str, address: str) -> ServiceRecord:

@@ -9,7 +9,11 @@ from consul_leader.adapters.publishing.checks import (
     lease_check_id,
     lease_service_id,
 )
-from consul_leader.adapters.publishing.labels import owned_service_id, role_check_id
+from consul_leader.adapters.publishing.labels import (
+    alias_check_id,
+    owned_service_id,
+    role_check_id,
+)
 from consul_leader.fsm.states import Event
 from tests.adapter_testing import (
     KEY,
@@ -165,4 +169,22 @@ def test_shutdown_deregisters_the_lease_service() -> None:
     c.stop()
     c.deregister_all(timeout=1.0)
     assert c.step() is None
+    port.assert_done()
+
+
+def test_with_the_health_gate_the_session_binds_to_the_alias_checks_too() -> None:
+    """Consul then ends the session when the application goes critical, and refuses one
+    while it is (the alias check is not ours to pass: it is only bound)."""
+    clock = FakeClock()
+    port, posts = StrictPort(clock), Posts()
+    settings = ChecksSettings(enabled=True, instance="a1", service_name="db", kv_path=KEY,
+                              ttl_text="3s", timings=TIMINGS, owner="a1", bind_alias=True)
+    c = HealthChecks(settings, port, posts, clock=clock, executor=InlineExecutor())
+    c.set_targets([TARGET])
+    port.expect("service_register", None, check=lease_service)
+    port.expect("check_pass", True, check=passes(ROLE))
+    port.expect("check_pass", True, check=passes(LEASE))
+    c.prepare_lease_check()
+    c.step()
+    assert posts.last().facts.checks == (LEASE, ROLE, alias_check_id(TARGET))
     port.assert_done()

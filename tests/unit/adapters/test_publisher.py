@@ -435,7 +435,7 @@ STALE = owned_service_id("a3", "_nomad-task-a3-db-db-db")
 
 
 def primary_with_meta(service_id: str, node: str, **meta: str) -> HealthEntry:
-    return HealthEntry(service_id, node, ("v1", "primary"), ("passing",), meta)
+    return HealthEntry(service_id, node, ("v1", "primary"), ("passing",), meta=meta)
 
 
 def at_the_bound(p: Publisher, posts: Posts, clock: FakeClock) -> None:

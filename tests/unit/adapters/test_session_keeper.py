@@ -234,3 +234,32 @@ def test_shutdown_logs_a_failed_release_and_goes_on(caplog: pytest.LogCaptureFix
     k.stop()
     k.release_and_destroy(timeout=1.0)
     assert "could not release the lock" in caplog.text
+
+
+def test_a_critical_alias_check_of_the_health_gate_is_the_application_not_ours_to_fix() -> None:
+    """The health gate's alias check refused the session: `application_critical`, no retry
+    of its own and no `bound_check_missing` (which would register the lease check again)."""
+    clock = FakeClock()
+    port, posts = StrictPort(clock), Posts()
+    settings = KeeperSettings(session=SPEC, kv_path=KEY, holder=HOLDER, timings=TIMINGS,
+                              application_check_prefix="consul-leader:alias:")
+    k = SessionKeeper(settings, port, posts, clock=clock)
+    cause = ConsulUnavailable("server error", status=500,
+                              body="Check 'consul-leader:alias:db' is in critical state")
+    port.expect("session_create", CheckNotUsable("consul-leader:alias:db", "critical", cause))
+    k.create()
+    assert k.step() is None
+    assert posts.events() == [Event.APPLICATION_CRITICAL]
+    assert posts.last().facts.check_id == "consul-leader:alias:db"
+    port.assert_done()
+
+
+def test_a_create_cancelled_while_on_its_way_is_given_up_when_answered() -> None:
+    k, port, posts, _ = keeper()
+    k.create()
+    port.expect("session_create", lambda call: (k.cancel_create(), "s9")[1])
+    port.expect("kv_release", True)  # released and destroyed at once
+    port.expect("session_destroy", None, check=lambda call: call.args == ("s9",))
+    k.step()
+    assert posts.items == []  # never reported: the machine no longer wanted it
+    port.assert_done()
