@@ -60,10 +60,16 @@ def test_with_every_instance_critical_nobody_leads_and_nobody_loops(
     """All three critical at once: nobody leads (there is no healthy candidate), nobody
     hot-loops on session/create; the first one healthy again leads."""
     leader = group.wait_single_primary(4 * TTL)
+    # Settled first: every application past its first passing check (Nomad's script checks
+    # start critical), so no verdict from before the fault arrives during the window.
+    wait_for(lambda: all(s.status()["health_gate"] == "healthy"
+                         and s.status()["state"] in ("Follower", "Leader")
+                         for s in group.sidecars), 4 * TTL, "every instance healthy, settled")
     for sidecar in group.sidecars:
         sidecar.allocation.set_health("unhealthy")  # type: ignore[attr-defined]
-    wait_for(lambda: all(s.status()["state"] == "NoSession" for s in group.sidecars), 4 * TTL,
-             "every instance out of the election")
+    wait_for(lambda: all(s.status()["state"] == "NoSession"
+                         and s.status()["health_gate"] == "critical" for s in group.sidecars),
+             4 * TTL, "every instance out of the election, its gate critical")
     creates = len(group.consul.events(kind="session_created"))
     asked = session_creates_asked(group)
     wait_for(lambda: group.passing_primaries() == [], 2.0, "no passing primary")
