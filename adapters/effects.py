@@ -178,7 +178,11 @@ class RoleEffects:
         self._d.acquirer.stand_down()
         self._d.watcher.follow(None)
         self._d.publisher.publish(Role.REPLICA, None, None)
-        self._d.keeper.give_up(t.facts.session)
+        if t.event is not Event.SHUTDOWN:
+            self._d.keeper.give_up(t.facts.session)
+        # On shutdown the session is kept until Consul shows the replica role: the composition
+        # root releases the key only then (DESIGN §3), so the next leader finds no primary
+        # label left to wait for.
 
     def enter_candidate(self, t: Transition) -> None:
         session = self._session(t)

@@ -66,6 +66,13 @@ def test_no_session_claims_nothing_and_gives_the_old_session_up() -> None:
     assert args_of(log, "keeper", "give_up") == [(("s1",), {})]
 
 
+def test_on_shutdown_the_session_is_kept_for_the_release_after_the_replica_role_shows() -> None:
+    h, log, _ = hub()
+    h.enter_no_session(t(LE, NS, Event.SHUTDOWN, session="s1"))
+    assert args_of(log, "publisher", "publish") == [((Role.REPLICA, None, None), {})]
+    assert ("keeper", "give_up") not in calls(log)
+
+
 def test_a_candidate_publishes_the_replica_role_watches_and_campaigns() -> None:
     h, log, _ = hub()
     h.enter_candidate(t(NS, CA, Event.SESSION_CREATED, session="s1", valid_until=1003.0))
