@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import signal
 import subprocess
 import sys
@@ -115,7 +116,7 @@ class Fleet:
         settings: dict[str, Any] = {
             "service": self.service, "ttl": self.timings.ttl_text,
             "sleep": self.timings.sleep_text, "lock_delay": self.timings.lock_delay_text,
-            "extra_env": {"CONSUL_LEADER_LOG_LEVEL": "warn"},
+            "extra_env": {"CONSUL_LEADER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn")},
         }
         if self.on_nomad:
             self.group = NomadGroup(self.consul, self.workdir, nodes=instance_nodes(self.consul),
@@ -190,9 +191,10 @@ class Fleet:
     def steady(self, view: ConsulView | None = None) -> bool:
         """One passing primary, on the node of the session holding the key; every other
         member labelled replica and not primary (labels read from all of a member's
-        instances); every member joined the election: each node holds at least as many live
-        sessions of the election as members run there. (Sessions, not Meta.session: Nomad's
-        periodic sync takes Meta.session off, and the shell loop never writes it back.)"""
+        instances) and listed as passing; every member joined the election: each node holds
+        at least as many live sessions of the election as members run there. (Sessions, not
+        Meta.session: Nomad's periodic sync takes Meta.session off, and the shell loop never
+        writes it back.)"""
         view = view or self.view()
         leader = self.primary(view)
         if leader is None:
@@ -209,9 +211,13 @@ class Fleet:
         for member in self.members:
             if member is leader:
                 continue
-            tags = {tag for service in view.owned(self.service, member.owns).values()
-                    for tag in service["Tags"]}
+            owned = view.owned(self.service, member.owns)
+            tags = {tag for service in owned.values() for tag in service["Tags"]}
             if self.group.primary_label in tags or self.group.replica_label not in tags:
+                return False
+            # Listed as a passing replica: a member that just started and has not vouched for
+            # its role yet would be listed only at its first renew if it won the next race.
+            if not any(view.passing(service_id) for service_id in owned):
                 return False
         return True
 
