@@ -40,6 +40,7 @@ from tests.harness import NomadGroup, Sidecar, wait_for
 
 TOKEN = "bench-switchover-token"
 SERVICE = "db"
+NODES = ("n1", "n2", "n3")
 HOLD_OFF = "1s"  # short, so the next run does not wait long for the old leader
 BOUND = 5.0  # seconds for any one change to show: far above what is measured
 
@@ -78,7 +79,7 @@ def fleet(workdir: Path) -> Iterator[tuple[ConsulDouble, NomadGroup, HealthWatch
     token_file = workdir / "token"
     workdir.mkdir(parents=True)
     token_file.write_text(TOKEN + "\n")
-    with stand_in(("n1", "n2", "n3")) as consul:
+    with stand_in(NODES) as consul:
         env = {"CONSUL_LEADER_HTTP_WRITES": "on",
                "CONSUL_LEADER_HTTP_TOKEN_FILE": str(token_file),
                "CONSUL_LEADER_LOG_LEVEL": "info"}
@@ -87,6 +88,12 @@ def fleet(workdir: Path) -> Iterator[tuple[ConsulDouble, NomadGroup, HealthWatch
                            extra_env=env, nodes=instance_nodes(consul))
         with group, HealthWatch(consul.node_addr(OBSERVER_NODE), SERVICE) as watch:
             yield consul, group, watch
+
+
+def add_members(group: NomadGroup) -> None:
+    """One instance per node, all of the default priority."""
+    for node in NODES:
+        group.add(node)
 
 
 def primary_of(group: NomadGroup, seen: Seen) -> Sidecar | None:
@@ -141,8 +148,7 @@ def switchover(workdir: Path, runs: int) -> dict[str, Any]:
     answers: list[float] = []
     failures: list[str] = []
     with fleet(workdir) as (_, group, watch):
-        for node in ("n1", "n2", "n3"):
-            group.add(node)
+        add_members(group)
         started = time.monotonic()
         for run in range(runs):
             leader = steady(group)
@@ -161,8 +167,7 @@ def switchover(workdir: Path, runs: int) -> dict[str, Any]:
 def targeted(workdir: Path, runs: int) -> dict[str, Any]:
     hits, failures = 0, []
     with fleet(workdir) as (_, group, watch):
-        for node in ("n1", "n2", "n3"):
-            group.add(node)
+        add_members(group)
         started = time.monotonic()
         for run in range(runs):
             leader = steady(group)
